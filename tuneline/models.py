@@ -1,0 +1,102 @@
+"""Base models and tokenizers: one code path for hub ids, local paths and the offline tiny Llama.
+
+With ``model.name_or_path`` set, tokenizer and weights load with ``from_pretrained`` (a hub id
+or a local directory; ``trust_remote_code`` only when the config says so). Without it, the
+tokenizer is a byte-level BPE trained on the corpus and the model is a small Llama built from
+``model.tiny`` with seeded random weights, so the demo and the tests run with no download.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from tuneline.config import ModelConfig
+
+# ChatML, with {% generation %} markers around assistant replies so TRL's
+# assistant_only_loss can mask everything the model should not learn to write.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
+    "{% else %}{{ message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``texts``, with a ChatML chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        unk_token=None,
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.model_max_length = 1_000_000
+    return fast
+
+
+def load_tokenizer(model: ModelConfig, path: str | Path | None = None):
+    """The tokenizer saved in an artifact (``path``), else the base model's own."""
+    from transformers import AutoTokenizer
+
+    src = str(path) if path is not None else model.name_or_path
+    if src is None:
+        raise ValueError("the tiny model's tokenizer is trained by the format stage; pass its path")
+    kwargs = {"trust_remote_code": model.trust_remote_code}
+    if path is None and model.revision:
+        kwargs["revision"] = model.revision
+    tok = AutoTokenizer.from_pretrained(src, **kwargs)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_base_model(model: ModelConfig, tokenizer, dtype=None):
+    """The base causal LM: from_pretrained for a hub id/path, else the seeded tiny Llama."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    if model.name_or_path:
+        kwargs = {"trust_remote_code": model.trust_remote_code}
+        if model.revision:
+            kwargs["revision"] = model.revision
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        return AutoModelForCausalLM.from_pretrained(model.name_or_path, **kwargs)
+    t = model.tiny
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=t.hidden_size,
+        intermediate_size=t.intermediate_size,
+        num_hidden_layers=t.num_hidden_layers,
+        num_attention_heads=t.num_attention_heads,
+        num_key_value_heads=t.num_attention_heads,
+        max_position_embeddings=t.max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    # Same seed, same weights: evaluate rebuilds exactly the base that train started from.
+    with torch.random.fork_rng():
+        torch.manual_seed(t.seed)
+        return LlamaForCausalLM(config)

@@ -1,0 +1,99 @@
+"""The stage contract, and the one function that runs any stage against the artifact store.
+
+A stage is a module under ``tasks/`` with:
+
+- ``STAGE``: its name; ``VERSION``: bump when its behaviour changes (invalidates its artifacts);
+- ``SECTIONS``: the config sections its output depends on (what its key hashes);
+- ``INPUTS``: the stages whose artifacts it reads, in order;
+- ``run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter)``: the work. It reads
+  only ``inputs`` and writes only through ``out`` (records, ``out.reject``, ``out.report``,
+  ``out.file``). Unit tests call it directly;
+- optionally ``source_keys(cfg) -> list[str]``: content hashes of files it reads from outside
+  the store (ingest's sources), so editing a file's bytes invalidates the stage;
+- a thin Prefect ``@task`` wrapper that calls ``run_stage``, owning retries and logging.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tuneline.artifacts import ArtifactRef, ArtifactStore, artifact_key
+from tuneline.config import PipelineConfig, stage_config
+
+log = logging.getLogger("tuneline")
+
+
+class StageOutcome(BaseModel):
+    """What a stage task returns: its artifact and whether it was reused from the store."""
+
+    stage: str = Field(description="Stage name.")
+    ref: ArtifactRef = Field(description="The artifact the stage produced or found.")
+    reused: bool = Field(description="True when the artifact already existed and no work was done.")
+    seconds: float = Field(description="Wall time of the stage task, reuse included.")
+    report: dict[str, Any] = Field(default_factory=dict, description="The artifact's report.json.")
+
+
+def stage_key(mod: ModuleType, cfg: PipelineConfig, inputs: list[ArtifactRef]) -> str:
+    extra = list(mod.source_keys(cfg)) if hasattr(mod, "source_keys") else []
+    return artifact_key(
+        mod.STAGE, mod.VERSION, stage_config(cfg, mod.SECTIONS), [i.key for i in inputs] + extra
+    )
+
+
+def run_stage(
+    mod: ModuleType, cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
+) -> StageOutcome:
+    """Runs ``mod`` unless its artifact for these inputs and config exists (or ``force``)."""
+    t0 = time.time()
+    store = ArtifactStore(cfg.run.artifact_root)
+    key = stage_key(mod, cfg, inputs)
+    if not force and store.exists(mod.STAGE, key):
+        art = store.open(store.ref(mod.STAGE, key))
+        log.info("%s: reusing artifact %s", mod.STAGE, key[:12])
+        return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
+    opened = [store.open(r) for r in inputs]
+    log.info("%s: running (artifact %s)", mod.STAGE, key[:12])
+    with store.writer(mod.STAGE, key, inputs, stage_config(cfg, mod.SECTIONS)) as out:
+        mod.run(opened, cfg, out)
+        ref = out.commit()
+        report = out.report
+    publish_report(mod.STAGE, report, ref)
+    return StageOutcome(stage=mod.STAGE, ref=ref, reused=False, seconds=time.time() - t0, report=report)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            rows += _flatten(v, name + ".")
+        elif isinstance(v, list):
+            if v and all(isinstance(x, dict) for x in v):
+                continue  # samples and curves: shown in the markdown report, not the table
+            rows.append((name, ", ".join(map(str, v))))
+        else:
+            rows.append((name, v))
+    return rows
+
+
+def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef) -> None:
+    """Shows the report in the Prefect UI as a keyed table artifact (no-op outside a run)."""
+    try:
+        from prefect.artifacts import create_markdown_artifact, create_table_artifact
+        from prefect.context import get_run_context
+
+        get_run_context()
+    except Exception:
+        return
+    rows = [{"metric": k, "value": str(v)} for k, v in _flatten(report)]
+    create_table_artifact(
+        key=f"{stage}-report", table=rows, description=f"{stage} report (artifact {ref.key[:12]})"
+    )
+    md = report.get("markdown")
+    if isinstance(md, str):
+        create_markdown_artifact(key=f"{stage}-summary", markdown=md, description=f"{stage} summary")
