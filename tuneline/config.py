@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 STAGES = ("ingest", "pii", "dedup", "augment", "format", "train", "evaluate")
+StageName = Literal["ingest", "pii", "dedup", "augment", "format", "train", "evaluate"]
 
 
 class Section(BaseModel):
@@ -184,9 +185,16 @@ class TeacherConfig(Section):
     )
     model: str = Field(description="Model path or hub id (transformers), or the served model name (openai).")
     base_url: str | None = Field(default=None, description="Endpoint URL, for kind=openai (e.g. http://127.0.0.1:8000/v1).")
-    api_key_env: str = Field(
+    api_key_env: str | None = Field(
         default="OPENAI_API_KEY",
-        description="Name of the environment variable holding the API key (never the key itself).",
+        description=(
+            "Name of the environment variable holding the API key (never the key itself); "
+            "null for a server without auth."
+        ),
+    )
+    api_key_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the API key; used instead of api_key_env when set.",
     )
     temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
     max_new_tokens: int = Field(default=128, ge=1, description="Longest generation.")
@@ -208,6 +216,16 @@ class AugmentConfig(Section):
     )
     num_seeds: int = Field(default=8, ge=1, description="How many chat records seed the teacher.")
     batch_size: int = Field(default=4, ge=1, description="Generations per teacher call.")
+    instructions_per_seed: int = Field(
+        default=2, ge=1, description="New instructions asked of the teacher per seed, for mode=generate."
+    )
+    application_description: str = Field(
+        default="AI assistant",
+        description="What the tuned model is for; steers the instructions the teacher invents (mode=generate).",
+    )
+    min_chars: int = Field(
+        default=10, ge=1, description="Teacher instructions and replies shorter than this are rejected."
+    )
 
 
 # -------------------------------------------------------------------------------- format
@@ -217,7 +235,7 @@ class FormatConfig(Section):
     chat_template: Literal["auto", "chatml"] = Field(
         default="auto", description="auto: the tokenizer's own template (ChatML if it has none)."
     )
-    eval_fraction: float = Field(default=0.1, gt=0, lt=1, description="Share of records held out for eval (by id hash).")
+    eval_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of records held out for eval (by id hash).")
     max_length: int = Field(default=512, ge=16, description="Token budget per example; longer ones are truncated and counted.")
     split_seed: int = Field(default=0, description="Salt of the id hash that splits train/eval.")
 
@@ -295,7 +313,7 @@ def _format_errors(err: ValidationError) -> str:
         loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; `tuneline config-schema` lists the fields)"
+            msg = "unknown field (check the spelling; `tuneline config --schema` lists the fields)"
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (got {value!r})"
         lines.append(f"  {loc}: {msg}{shown}")

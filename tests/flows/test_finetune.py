@@ -1,0 +1,136 @@
+"""The demo pipeline end to end under Prefect's test harness: outcomes and cache behaviour."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.finetune import finetune
+from tuneline.artifacts import ArtifactRef, ArtifactStore
+from tuneline.config import STAGES, load_config
+from tuneline.pipeline import plan_keys
+from tuneline.runner import MissingArtifact
+
+pytestmark = pytest.mark.slow
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, repo_root_module) -> Path:
+    d = tmp_path_factory.mktemp("flow")
+    shutil.copytree(repo_root_module / "data" / "sample", d / "sample")
+    return d
+
+
+@pytest.fixture(scope="module")
+def repo_root_module() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def demo_cfg(workdir: Path, repo: Path, *overrides: str):
+    """The demo config on a private copy of the sample corpus and a private store."""
+    cfg = load_config(repo / "deployments" / "demo.yaml", [f"run.artifact_root={workdir / 'artifacts'}", *overrides])
+    for s in cfg.ingest.sources:
+        s.path = str(workdir / "sample" / Path(s.path).relative_to("data/sample"))
+    return cfg
+
+
+def outcomes(summary: dict) -> dict[str, bool]:
+    return {s: o["reused"] for s, o in summary["stages"].items()}
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_api, workdir, repo_root_module):
+    cfg = demo_cfg(workdir, repo_root_module)
+    return cfg, finetune(config=cfg)
+
+
+def test_demo_runs_every_stage_and_filters_do_their_work(first_run):
+    cfg, summary = first_run
+    assert list(summary["stages"]) == list(STAGES)
+    assert not any(outcomes(summary).values())
+    store = ArtifactStore(cfg.run.artifact_root)
+    art = {s: store.open(ArtifactRef(**o["ref"])) for s, o in summary["stages"].items()}
+
+    ingest_rej = list(art["ingest"].rejected())
+    reasons = {r["reason"] for r in ingest_rej}
+    assert {"language", "refusal", "broken_utf8"} <= reasons
+    lang = [r for r in ingest_rej if r["reason"] == "language"]
+    assert any(r.get("lang") in {"de", "fr", "es"} for r in lang)
+
+    # planted emails exist after ingest and nowhere after pii
+    before = [s for r in art["ingest"].records() for s in r.strings() if EMAIL.search(s)]
+    assert before, "the sample corpus should plant email addresses"
+    after = [s for r in art["pii"].records() for s in r.strings() if EMAIL.search(s)]
+    assert after == []
+    assert art["pii"].report["entities"].get("EMAIL_ADDRESS", 0) >= len(before)
+
+    dedup_rej = list(art["dedup"].rejected())
+    kept_ids = {r.id for r in art["dedup"].records()}
+    assert {r["reason"] for r in dedup_rej} >= {"exact_duplicate", "near_duplicate"}
+    assert all(r["duplicate_of"] in kept_ids for r in dedup_rej)
+
+    ev = art["evaluate"].report
+    assert ev["tuned"]["loss"] < ev["base"]["loss"]
+
+    # nothing vanished: every stage's input count = kept + rejected (+ generated for augment)
+    for prev, stage in zip(STAGES[:3], STAGES[1:4]):
+        n_in = art[prev].manifest["counts"]["data"]
+        counts = art[stage].manifest["counts"]
+        assert counts["data"] + counts["rejected"] >= n_in
+
+
+def test_second_run_reuses_every_stage(first_run):
+    cfg, _ = first_run
+    summary = finetune(config=cfg)
+    assert all(outcomes(summary).values())
+    assert summary["seconds"] < 60
+
+
+def test_changing_dedup_reruns_dedup_and_after_only(first_run, workdir, repo_root_module):
+    cfg = demo_cfg(workdir, repo_root_module, "dedup.hashes_per_bucket=4")
+    summary = finetune(config=cfg)
+    assert outcomes(summary) == {
+        "ingest": True, "pii": True, "dedup": False, "augment": False,
+        "format": False, "train": False, "evaluate": False,
+    }
+
+
+def test_editing_an_input_file_invalidates_ingest_and_everything_after(first_run, workdir, repo_root_module):
+    cfg = demo_cfg(workdir, repo_root_module)
+    before = plan_keys(cfg)
+    src = Path(cfg.ingest.sources[0].path)
+    original = src.read_bytes()
+    try:
+        src.write_bytes(original + b'{"instruction": "Name a trail snack.", "output": "Trail mix with nuts and dried fruit."}\n')
+        after = plan_keys(cfg)
+    finally:
+        src.write_bytes(original)
+    assert all(before[s].key != after[s].key for s in STAGES)
+    assert plan_keys(cfg) == before  # same bytes, same keys
+
+
+def test_only_a_stage_needs_its_inputs(prefect_api, tmp_path, workdir, repo_root_module):
+    cfg = demo_cfg(workdir, repo_root_module, f"run.artifact_root={tmp_path / 'empty'}")
+    with pytest.raises(MissingArtifact, match="tuneline run --to ingest"):
+        finetune(config=cfg, only="pii")
+
+
+def test_only_reruns_just_that_stage_when_forced(first_run):
+    cfg, _ = first_run
+    summary = finetune(config=cfg, only="evaluate", force=["evaluate"])
+    assert outcomes(summary) == {
+        "ingest": True, "pii": True, "dedup": True, "augment": True,
+        "format": True, "train": True, "evaluate": False,
+    }

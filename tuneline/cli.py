@@ -1,0 +1,176 @@
+"""`tuneline`: run the pipeline, see what the store holds, list stages, check configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from tuneline.config import STAGES, ConfigError, PipelineConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+
+ConfigArg = Annotated[
+    Path | None,
+    typer.Argument(help="Pipeline YAML (default: the embedded demo, deployments/demo.yaml's defaults)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: -s train.epochs=1 -s pii.operator=mask (repeatable)."),
+]
+
+
+def _load(config: Path | None, overrides: list[str] | None) -> PipelineConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _check_stage(name: str | None, option: str) -> str | None:
+    if name is not None and name not in STAGES:
+        err.print(f"[red]{option} {name!r} is not a stage; stages are: {', '.join(STAGES)}[/red]")
+        raise typer.Exit(2)
+    return name
+
+
+def _highlights(stage: str, report: dict) -> str:
+    """One line of what a stage did, from its report."""
+    bits = []
+    if "rejected_by_reason" in report:
+        bits.append(", ".join(f"{k} {v}" for k, v in report["rejected_by_reason"].items()))
+    if stage == "pii" and report.get("entities"):
+        bits.append("found " + ", ".join(f"{k} {v}" for k, v in report["entities"].items()))
+    if stage == "augment" and report.get("note"):
+        bits.append(report["note"])
+    if stage == "train" and "train_loss" in report:
+        bits.append(f"train loss {report['train_loss']:.3f}")
+    if stage == "evaluate" and "base" in report and "tuned" in report:
+        b, t = report["base"], report["tuned"]
+        bits.append(f"eval loss {b['loss']:.3f} -> {t['loss']:.3f}, ppl {b['ppl']:.1f} -> {t['ppl']:.1f}")
+    return "; ".join(bits)
+
+
+@app.command()
+def run(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    only: Annotated[str | None, typer.Option("--only", help="Run just this stage (its inputs must exist).")] = None,
+    from_stage: Annotated[str | None, typer.Option("--from", help="Run from this stage on (earlier ones must exist).")] = None,
+    to_stage: Annotated[str | None, typer.Option("--to", help="Stop after this stage.")] = None,
+    force: Annotated[
+        list[str] | None, typer.Option("--force", help="Recompute this stage and the ones after it (repeatable).")
+    ] = None,
+) -> None:
+    """Run the pipeline; stages whose artifacts exist for this config are reused."""
+    cfg = _load(config, set_)
+    for name, opt in ((only, "--only"), (from_stage, "--from"), (to_stage, "--to")):
+        _check_stage(name, opt)
+    for f in force or []:
+        _check_stage(f, "--force")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tuneline")
+
+    from flows.finetune import finetune
+    from tuneline.runner import MissingArtifact
+
+    try:
+        summary = finetune(config=cfg, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
+    except MissingArtifact as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
+    except Exception as e:  # a stage failed after its retries: say which, and how to resume
+        err.print(f"[red]run failed: {type(e).__name__}: {e}[/red]")
+        err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
+        raise typer.Exit(1) from None
+    _print_summary(cfg, summary)
+
+
+def _print_summary(cfg: PipelineConfig, summary: dict) -> None:
+    from tuneline.artifacts import ArtifactRef, ArtifactStore
+
+    store = ArtifactStore(cfg.run.artifact_root)
+    t = Table(title=f"tuneline run '{cfg.run.name}' ({summary['seconds']:.1f} s)")
+    for col in ("stage", "status", "artifact", "kept", "dropped", "s", "what happened"):
+        t.add_column(col, overflow="fold")
+    for stage, o in summary["stages"].items():
+        art = store.open(ArtifactRef(**o["ref"]))
+        rep = art.report
+        t.add_row(
+            stage,
+            "[dim]reused[/dim]" if o["reused"] else "[green]ran[/green]",
+            o["ref"]["key"][:12],
+            str(rep.get("records_out", "")),
+            str(rep.get("records_rejected", "")),
+            f"{o['seconds']:.1f}",
+            _highlights(stage, rep),
+        )
+    console.print(t)
+    if "evaluate" in summary["stages"]:
+        ev = ArtifactRef(**summary["stages"]["evaluate"]["ref"])
+        console.print(f"Evaluation report: {store.uri(ev.stage, ev.key)}/report.md")
+    console.print(f"Artifacts: {store.root}   (tuneline status shows what is stored)")
+
+
+@app.command()
+def status(config: ConfigArg = None, set_: SetOpt = None) -> None:
+    """Which stage artifacts exist for a config, with keys and counts."""
+    cfg = _load(config, set_)
+    from tuneline.artifacts import ArtifactStore
+    from tuneline.pipeline import plan_keys
+
+    store = ArtifactStore(cfg.run.artifact_root)
+    t = Table(title=f"artifacts for '{cfg.run.name}' under {store.root}")
+    for col in ("stage", "artifact", "state", "kept", "dropped", "created"):
+        t.add_column(col)
+    for stage, ref in plan_keys(cfg).items():
+        if store.exists(stage, ref.key):
+            art = store.open(ref)
+            rep, man = art.report, art.manifest
+            t.add_row(stage, ref.short, "[green]done[/green]", str(rep.get("records_out", "")),
+                      str(rep.get("records_rejected", "")), man.get("created", ""))
+        else:
+            t.add_row(stage, ref.short, "[yellow]missing[/yellow]", "", "", "")
+    console.print(t)
+
+
+@app.command()
+def stages() -> None:
+    """The stages in order, with what each does and what its artifact depends on."""
+    from tuneline.pipeline import modules
+
+    t = Table(title="tuneline stages")
+    for col in ("#", "stage", "reads", "config sections", "version", "does"):
+        t.add_column(col, overflow="fold")
+    for i, mod in enumerate(modules(), 1):
+        doc = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+        t.add_row(str(i), mod.STAGE, ", ".join(mod.INPUTS) or "source files", ", ".join(mod.SECTIONS),
+                  str(mod.VERSION), doc)
+    console.print(t)
+
+
+@app.command("config")
+def show_config(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON schema of every field instead.")] = False,
+) -> None:
+    """Validate a config and print it resolved (defaults filled in), or print the schema."""
+    if schema:
+        console.print_json(json.dumps(PipelineConfig.model_json_schema()))
+        return
+    cfg = _load(config, set_)
+    sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+if __name__ == "__main__":
+    app()
