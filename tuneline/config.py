@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 STAGES = ("ingest", "pii", "dedup", "augment", "format", "train", "evaluate")
 StageName = Literal["ingest", "pii", "dedup", "augment", "format", "train", "evaluate"]
@@ -51,6 +51,12 @@ class TinyModelConfig(Section):
     intermediate_size: int = Field(default=256, ge=16, description="MLP width.")
     max_position_embeddings: int = Field(default=1024, ge=64, description="Longest sequence.")
     seed: int = Field(default=0, description="Seed of the random initial weights.")
+    initializer_range: float = Field(
+        default=0.1,
+        gt=0,
+        description="Std of the initial weights; larger than Llama's 0.02 so a LoRA adapter on a "
+        "frozen random base can still move the logits.",
+    )
 
     @model_validator(mode="after")
     def check_heads_divide_width(self) -> TinyModelConfig:
@@ -82,7 +88,7 @@ SourceFormat = Literal["auto", "alpaca", "sharegpt", "messages", "preference", "
 class SourceConfig(Section):
     path: str = Field(description="A file (.jsonl, .json, .jsonl.gz, .parquet) or a folder of .html pages.")
     format: SourceFormat = Field(
-        default="auto", description="Record shape; auto detects it from the first record."
+        default="auto", description="Record shape; auto detects it from each record's keys."
     )
     text_field: str = Field(default="text", description="Field holding the document, for format=text.")
 
@@ -111,7 +117,7 @@ class IngestConfig(Section):
         description="Input files and folders, read in order.",
     )
     languages: list[str] = Field(
-        default_factory=lambda: ["en"], description="Keep records in these languages (ISO 639-1; fastText lid.176)."
+        default_factory=lambda: ["en"], description="Keep records in these languages (ISO 639-1; fastText lid.176); empty keeps all."
     )
     language_threshold: float = Field(
         default=0.65, ge=0, le=1, description="Minimum language-ID score to keep a record."
@@ -273,6 +279,10 @@ class EvaluateConfig(Section):
     max_examples: int = Field(default=200, ge=1, description="Eval-split examples scored.")
     num_samples: int = Field(default=3, ge=0, description="Prompts to generate sample answers for.")
     max_new_tokens: int = Field(default=48, ge=1, description="Length of each sample answer.")
+    max_length: int = Field(
+        default=512, ge=16, description="Longest scored sequence in tokens; longer examples are cut at the end."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Examples per forward pass when scoring.")
 
 
 # ------------------------------------------------------------------------------ pipeline

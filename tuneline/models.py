@@ -95,6 +95,7 @@ def load_base_model(model: ModelConfig, tokenizer, dtype=None):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
+        initializer_range=t.initializer_range,
     )
     # Same seed, same weights: evaluate rebuilds exactly the base that train started from.
     with torch.random.fork_rng():

@@ -26,8 +26,7 @@ from tuneline.artifacts import ArtifactRef, ArtifactStore, artifact_key
 from tuneline.config import PipelineConfig, stage_config
 
 
-
-def _logger() -> logging.Logger | logging.LoggerAdapter:
+def stage_logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a run (so the UI shows it), else a plain one."""
     try:
         from prefect.logging import get_run_logger
@@ -63,10 +62,10 @@ def run_stage(
     key = stage_key(mod, cfg, inputs)
     if not force and store.exists(mod.STAGE, key):
         art = store.open(store.ref(mod.STAGE, key))
-        _logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
+        stage_logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
         return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
     opened = [store.open(r) for r in inputs]
-    _logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
+    stage_logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
     with store.writer(mod.STAGE, key, inputs, stage_config(cfg, mod.SECTIONS)) as out:
         mod.run(opened, cfg, out)
         ref = out.commit()

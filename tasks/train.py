@@ -1,0 +1,284 @@
+"""train: supervised fine-tuning of a LoRA adapter on the format stage's train split.
+
+The whole recipe is here, readable in one sitting: load the tokenizer the splits were counted
+with and the base model (a hub id, a local path or the seeded tiny Llama: one code path), hand
+prompt/completion rows to TRL's ``SFTTrainer`` with a PEFT ``LoraConfig``, and keep what the
+later stages need: ``adapter/`` (PEFT ``save_pretrained``), ``tokenizer/``, ``metrics.json``,
+``log_history.json`` and ``loss.png``. Only the adapter is trained and saved, so the artifact
+stays megabytes even for a large base model, and evaluate/export rebuild the base themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tuneline import progress
+from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
+from tuneline.config import PipelineConfig
+from tuneline.models import load_base_model, load_tokenizer
+from tuneline.records import load_jsonl_gz
+from tuneline.stage import StageOutcome, run_stage, stage_logger
+
+STAGE = "train"
+VERSION = 1
+SECTIONS = ("train", "model")
+INPUTS = ("format",)
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+def load_split(fmt: Artifact, split: str) -> list[dict[str, Any]]:
+    """The rows of ``splits/<split>.jsonl.gz`` in a format artifact.
+
+    Args:
+        fmt: the format artifact.
+        split: ``"train"`` or ``"eval"``.
+    """
+    path = fmt.path / "splits" / f"{split}.jsonl.gz"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"format artifact {fmt.ref.short} has no splits/{split}.jsonl.gz; "
+            "re-run the format stage (tuneline run --only format --force format)"
+        )
+    with open(path, "rb") as fh:
+        return list(load_jsonl_gz(fh))
+
+
+def sft_example(row: dict[str, Any], eos_token: str | None) -> dict[str, str]:
+    """A split row as the trainer sees it: ``{"prompt", "completion"}``, ending in one eos.
+
+    The completion keeps the chat template's end-of-turn token, so the model learns to stop.
+    TRL appends eos to every completion that does not already end with it; a ChatML
+    completion ends with ``<|im_end|>\\n``, which would teach a second eos after the newline,
+    so trailing whitespace after the eos is dropped and a missing eos is added here, once.
+    Evaluate scores exactly these strings.
+
+    Args:
+        row: a split row (``prompt``, ``completion``).
+        eos_token: the tokenizer's eos token.
+    """
+    completion = row["completion"]
+    if eos_token:
+        stripped = completion.rstrip()
+        completion = stripped if stripped.endswith(eos_token) else completion + eos_token
+    return {"prompt": row["prompt"], "completion": completion}
+
+
+# -------------------------------------------------------------------------------- recipe
+
+
+def lora_config(cfg: PipelineConfig):
+    """PEFT LoRA config from ``train.lora`` (``all-linear``: every linear layer but the head)."""
+    from peft import LoraConfig
+
+    lora = cfg.train.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(cfg: PipelineConfig, output_dir: str):
+    """TRL ``SFTConfig`` from ``train``: the training hyper-parameters in one place.
+
+    Args:
+        cfg: the ``train`` section decides everything here.
+        output_dir: scratch directory for the trainer; nothing is saved there (save_strategy=no).
+    """
+    import torch
+    from trl import SFTConfig
+
+    t = cfg.train
+    cuda = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=output_dir,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        # Loss on completion tokens only: the prompt is given at inference, never written by
+        # the model. A text row has an empty prompt, so a document is learned whole.
+        completion_only_loss=True,
+        packing=t.packing,
+        # bfd packs whole examples (best fit, nothing cut mid-example) and trains padding-free:
+        # the batch is one row whose position_ids restart at each example. Flash-attention
+        # kernels use those boundaries directly; on sdpa/eager (CPU), transformers >= 5 turns
+        # the restarting position_ids into a block-diagonal mask when no attention_mask and no
+        # cache are passed (TRL passes use_cache=False), so examples never attend to each
+        # other (tests/tasks/test_train.py checks this). "wrapped" would cut examples mid-way
+        # and let them attend across boundaries. Cost without flash attention: the mask is
+        # quadratic in batch_size * max_length, fine on CPU-sized models.
+        packing_strategy="bfd",
+        logging_steps=t.logging_steps,
+        logging_first_step=True,  # the first loss is the "before" point of the report
+        include_num_input_tokens_seen="non_padding",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=not cuda,
+        # TRL defaults to bf16 and gradient checkpointing; both only pay off on a GPU.
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        activation_checkpointing=cuda,
+        disable_tqdm=not progress.enabled(),
+    )
+
+
+def step_logger():
+    """A callback that logs each loss line, so the Prefect UI shows training move."""
+    from transformers import TrainerCallback
+
+    logger = stage_logger()
+
+    class LogLoss(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                step, total, loss = state.global_step, state.max_steps, logs["loss"]
+                logger.info("train: step %d/%d loss %.4f", step, total, loss)
+
+    return LogLoss()
+
+
+# -------------------------------------------------------------------------------- report
+
+
+def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
+    """Training loss against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and workers
+    import matplotlib.pyplot as plt
+
+    points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([s for s, _ in points], [v for _, v in points], marker="o", markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("train: loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def markdown_summary(m: dict[str, Any], model_name: str) -> str:
+    return "\n".join(
+        [
+            "## train",
+            (
+                f"LoRA SFT of `{model_name}`: {m['steps']} steps, {m['epochs']:.2f} epochs over "
+                f"{m['train_rows']} rows ({m['train_sequences']} {'packed ' if m['packing'] else ''}sequences)."
+            ),
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| loss first → last | {m['first_loss']:.4f} → {m['last_loss']:.4f} |",
+            f"| mean train loss | {m['train_loss']:.4f} |",
+            f"| runtime | {m['runtime_s']:.1f} s |",
+            f"| samples/s | {m['samples_per_s']:.2f} |",
+            f"| trained tokens/s | {m['tokens_per_s']:.0f} ({m['trained_tokens']} tokens) |",
+            (
+                f"| trainable params | {m['trainable_params']:,} of {m['total_params']:,} "
+                f"({m['trainable_share']:.2%}) |"
+            ),
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+    """Trains a LoRA adapter on the train split and saves it with its metrics.
+
+    Args:
+        inputs: ``[format artifact]`` (``tokenizer/``, ``splits/train.jsonl.gz``).
+        cfg: the ``train`` and ``model`` sections decide the output.
+        out: receives ``adapter/``, ``tokenizer/``, ``metrics.json``, ``log_history.json``,
+            ``loss.png`` and the report.
+
+    Raises:
+        ValueError: the train split is empty.
+    """
+    import datasets
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    fmt = inputs[0]
+    rows = load_split(fmt, "train")
+    if not rows:
+        raise ValueError(
+            f"train: the train split of format artifact {fmt.ref.short} is empty, nothing to learn; "
+            "check the format report (split sizes, rejected records) and the stages before it"
+        )
+    tokenizer = load_tokenizer(cfg.model, fmt.path / "tokenizer")
+    model = load_base_model(cfg.model, tokenizer)
+    dataset = datasets.Dataset.from_list([sft_example(r, tokenizer.eos_token) for r in rows])
+
+    if not progress.enabled():
+        datasets.disable_progress_bars()  # TRL's dataset preparation bars
+    # A scratch dir, not the artifact: nothing the trainer might drop there should be published.
+    with tempfile.TemporaryDirectory(prefix="tuneline-train-") as scratch:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(cfg, scratch),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(cfg),
+            callbacks=[step_logger()],
+        )
+        if not progress.enabled():
+            trainer.remove_callback(PrinterCallback)  # step_logger's lines instead of printed dicts
+        result = trainer.train()
+
+    trainer.model.save_pretrained(out.file("adapter"))
+    tokenizer.save_pretrained(out.file("tokenizer"))
+
+    history = trainer.state.log_history
+    losses = [h["loss"] for h in history if "loss" in h]
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    runtime = result.metrics["train_runtime"]
+    tokens = trainer.state.num_input_tokens_seen
+    metrics: dict[str, Any] = {
+        "train_loss": result.training_loss,
+        "first_loss": losses[0],
+        "last_loss": losses[-1],
+        "steps": result.global_step,
+        "epochs": trainer.state.epoch,
+        "runtime_s": runtime,
+        "samples_per_s": result.metrics["train_samples_per_second"],
+        "trained_tokens": tokens,
+        "tokens_per_s": tokens / runtime if runtime else 0.0,
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_share": trainable / total,
+        "train_rows": len(rows),
+        "train_sequences": len(trainer.train_dataset),
+        "packing": cfg.train.packing,
+        "device": str(trainer.args.device),
+    }
+    out.file("metrics.json").write_text(json.dumps(metrics, indent=2))
+    out.file("log_history.json").write_text(json.dumps(history, indent=2))
+    plot_loss(history, out.file("loss.png"))
+
+    out.report.update(metrics)
+    out.report["markdown"] = markdown_summary(metrics, cfg.model.name_or_path or "tiny Llama")
+
+
+@task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def train_task(cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
+    """Prefect wrapper: retries, logging and the UI report around `run`."""
+    return run_stage(sys.modules[__name__], cfg, inputs, force=force)

@@ -1,0 +1,205 @@
+"""evaluate: base vs tuned held-out loss on a small domain corpus with the tiny Llama."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+
+from tasks import evaluate, train
+from tuneline.artifacts import ArtifactStore
+from tuneline.config import PipelineConfig
+from tuneline.models import load_base_model, load_tokenizer, train_tokenizer
+from tuneline.records import dump_jsonl_gz
+
+# The same made-up shop catalogue as tests/tasks/test_train.py (test modules cannot import
+# each other under --import-mode=importlib): fixed answer patterns a tiny model picks up fast.
+ADJECTIVES = ["red", "blue", "tall", "small", "round", "wooden", "silver", "soft"]
+NOUNS = ["lamp", "kettle", "chair", "desk", "clock", "mug", "shelf", "vase"]
+CITIES = ["Lyon", "Osaka", "Porto", "Quito", "Tartu"]
+
+
+def catalogue_chats() -> list[list[dict[str, str]]]:
+    chats = []
+    for adj in ADJECTIVES:
+        for noun in NOUNS:
+            p = f"{adj} {noun}"
+            h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
+            qa = [
+                (f"How much does the {p} cost?", f"The {p} costs {10 + h % 90} dollars."),
+                (f"Where is the {p} made?", f"The {p} is made in {CITIES[h % len(CITIES)]}."),
+                (f"Is the {p} in stock?", f"Yes, we have {h % 7 + 1} of the {p} in stock."),
+            ]
+            chats += [
+                [{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in qa
+            ]
+    return chats
+
+
+def tiny_config(root: str, **evaluate_overrides) -> PipelineConfig:
+    return PipelineConfig.model_validate(
+        {
+            "run": {"artifact_root": root},
+            "model": {
+                "tiny": {
+                    "vocab_size": 512,
+                    "hidden_size": 64,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 4,
+                    "intermediate_size": 128,
+                    "max_position_embeddings": 256,
+                }
+            },
+            "format": {"max_length": 128},
+            "train": {
+                "lora": {"r": 4, "alpha": 8},
+                "learning_rate": 1e-2,
+                "epochs": 2,
+                "batch_size": 8,
+                "max_length": 128,
+                "logging_steps": 5,
+            },
+            "evaluate": {
+                "max_examples": 64,
+                "num_samples": 2,
+                "max_new_tokens": 12,
+                "batch_size": 8,
+                **evaluate_overrides,
+            },
+        }
+    )
+
+
+def write_format_artifact(store: ArtifactStore, cfg: PipelineConfig, empty_eval: bool = False):
+    """A format artifact in the format stage's layout: tokenizer/, splits/{train,eval}.jsonl.gz."""
+    chats = catalogue_chats()
+    tok = train_tokenizer((m["content"] for c in chats for m in c), cfg.model.tiny.vocab_size)
+    rows = []
+    for i, chat in enumerate(chats):
+        prompt = tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=False)
+        full = tok.apply_chat_template(chat, tokenize=False)
+        n = len(tok(full, add_special_tokens=False)["input_ids"])
+        rows.append(
+            {
+                "id": f"r{i:04d}",
+                "kind": "chat",
+                "prompt": prompt,
+                "completion": full[len(prompt) :],
+                "text": full,
+                "n_tokens": n,
+                "truncated": n > 128,
+            }
+        )
+    splits = {
+        "train": [r for i, r in enumerate(rows) if i % 8],
+        "eval": [] if empty_eval else rows[::8],
+    }
+    with store.writer("format", "f" * 64, [], {}) as out:
+        tok.save_pretrained(out.file("tokenizer/x").parent)
+        for name, split_rows in splits.items():
+            with open(out.file(f"splits/{name}.jsonl.gz"), "wb") as fh:
+                dump_jsonl_gz(split_rows, fh)
+        ref = out.commit()
+    return store.open(ref)
+
+
+def run_stage(store, mod, inputs, cfg, key):
+    with store.writer(mod.STAGE, key, [a.ref for a in inputs], {}) as out:
+        mod.run(inputs, cfg, out)
+        ref = out.commit()
+    return store.open(ref)
+
+
+def fresh_adapter_artifact(store, cfg, fmt):
+    """A "train" artifact whose adapter was never trained (LoRA B = 0: exactly the base)."""
+    from peft import get_peft_model
+
+    tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
+    with store.writer("train", "0" * 64, [fmt.ref], {}) as out:
+        get_peft_model(load_base_model(cfg.model, tok), train.lora_config(cfg)).save_pretrained(
+            out.file("adapter")
+        )
+        tok.save_pretrained(out.file("tokenizer"))
+        ref = out.commit()
+    return store.open(ref)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """(store, cfg, format artifact, train artifact, evaluate artifact), trained once."""
+    root = str(tmp_path_factory.mktemp("evaluate") / "artifacts")
+    store, cfg = ArtifactStore(root), tiny_config(root)
+    fmt = write_format_artifact(store, cfg)
+    trained = run_stage(store, train, [fmt], cfg, "t" * 64)
+    return store, cfg, fmt, trained, run_stage(store, evaluate, [fmt, trained], cfg, "e" * 64)
+
+
+def test_tuned_model_beats_base_on_held_out_rows(setup):
+    *_, art = setup
+    r = json.loads((art.path / "report.json").read_text())
+    base, tuned = r["base"], r["tuned"]
+    assert r["n_examples"] == 24  # every 8th of 192 rows is held out
+    assert tuned["loss"] < base["loss"] - 0.3, (base["loss"], tuned["loss"])
+    assert tuned["ppl"] < base["ppl"] and tuned["ppl"] == pytest.approx(math.exp(tuned["loss"]))
+    assert r["delta_loss"] == pytest.approx(tuned["loss"] - base["loss"]) and r["improved"] is True
+    # The headline loss is the completion's; the whole text (prompt included) is reported too.
+    assert tuned["loss"] == tuned["loss_completion"]
+    assert 0 < tuned["tokens_completion"] < tuned["tokens_all"]
+    assert tuned["loss_all"] < base["loss_all"]
+
+
+def test_report_md_and_samples(setup):
+    _, cfg, _, _, art = setup
+    samples = art.report["samples"]
+    assert len(samples) == cfg.evaluate.num_samples
+    for s in samples:
+        assert s["prompt"].startswith("user") and "?" in s["prompt"]
+        assert "<|im_start|>" not in s["prompt"] and "<|im_end|>" not in s["reference"]
+        assert s["reference"].startswith(("The ", "Yes, we have"))
+        assert isinstance(s["base"], str) and isinstance(s["tuned"], str)
+    md = (art.path / "report.md").read_text()
+    assert md == art.report["markdown"]
+    assert "| tuned |" in md and samples[0]["reference"] in md
+
+
+def test_an_untrained_adapter_scores_exactly_as_the_base(setup):
+    """The tuned numbers come from the adapter: a zero (fresh) LoRA gives the base loss."""
+    store, _, fmt, _, _ = setup
+    cfg = tiny_config(store.root, max_examples=5, num_samples=0)
+    fresh = fresh_adapter_artifact(store, cfg, fmt)
+    r = run_stage(store, evaluate, [fmt, fresh], cfg, "z" * 64).report
+    assert r["n_examples"] == 5 and r["samples"] == []
+    assert r["tuned"]["loss"] == pytest.approx(r["base"]["loss"], abs=1e-5)
+    assert r["improved"] is False
+
+
+def test_score_is_the_models_own_loss_and_ignores_batching(setup):
+    _, cfg, fmt, _, _ = setup
+    tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
+    model = load_base_model(cfg.model, tok).eval()
+    rows = train.load_split(fmt, "eval")[:3]
+    enc = [evaluate.encode(tok, train.sft_example(r, tok.eos_token), 128) for r in rows]
+    one_batch = evaluate.score(model, [enc], tok.pad_token_id, "t")
+    one_each = evaluate.score(model, [[e] for e in enc], tok.pad_token_id, "t")
+    for k in ("loss_all", "loss_completion", "tokens_all", "tokens_completion"):
+        assert one_batch[k] == pytest.approx(one_each[k], rel=1e-5), k
+    ids = torch.tensor([enc[0][0]])
+    single = evaluate.score(model, [[enc[0]]], tok.pad_token_id, "t")
+    with torch.no_grad():
+        assert single["loss_all"] == pytest.approx(model(ids, labels=ids).loss.item(), rel=1e-5)
+    # The completion starts after the prompt's tokens: the reply plus its end-of-turn token.
+    ids0, start = enc[0]
+    assert tok.decode(ids0[start:]).startswith("The ") and tok.decode(ids0[start:]).endswith(
+        "<|im_end|>"
+    )
+
+
+def test_empty_eval_split_is_a_clear_error(tmp_path):
+    root = str(tmp_path / "artifacts")
+    store, cfg = ArtifactStore(root), tiny_config(root)
+    fmt = write_format_artifact(store, cfg, empty_eval=True)
+    with pytest.raises(ValueError, match="eval split of format artifact .* is empty"):
+        run_stage(store, evaluate, [fmt, fresh_adapter_artifact(store, cfg, fmt)], cfg, "e" * 64)

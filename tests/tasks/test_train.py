@@ -1,0 +1,238 @@
+"""train: a LoRA SFT run on a small domain corpus with the tiny Llama, checked by its outcomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+from tasks import train
+from tuneline.artifacts import ArtifactStore
+from tuneline.config import PipelineConfig
+from tuneline.models import load_base_model, load_tokenizer, train_tokenizer
+from tuneline.records import dump_jsonl_gz
+
+# A made-up shop catalogue: the answers follow fixed patterns a tiny model can pick up quickly.
+ADJECTIVES = ["red", "blue", "tall", "small", "round", "wooden", "silver", "soft"]
+NOUNS = ["lamp", "kettle", "chair", "desk", "clock", "mug", "shelf", "vase"]
+CITIES = ["Lyon", "Osaka", "Porto", "Quito", "Tartu"]
+
+
+def catalogue_chats() -> list[list[dict[str, str]]]:
+    """192 single-turn chats: 64 products x 3 questions."""
+    chats = []
+    for adj in ADJECTIVES:
+        for noun in NOUNS:
+            p = f"{adj} {noun}"
+            h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
+            qa = [
+                (f"How much does the {p} cost?", f"The {p} costs {10 + h % 90} dollars."),
+                (f"Where is the {p} made?", f"The {p} is made in {CITIES[h % len(CITIES)]}."),
+                (f"Is the {p} in stock?", f"Yes, we have {h % 7 + 1} of the {p} in stock."),
+            ]
+            chats += [
+                [{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in qa
+            ]
+    return chats
+
+
+def tiny_config(root: str, **train_overrides) -> PipelineConfig:
+    cfg = {
+        "run": {"artifact_root": root},
+        "model": {
+            "tiny": {
+                "vocab_size": 512,
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "intermediate_size": 128,
+                "max_position_embeddings": 256,
+            }
+        },
+        "format": {"max_length": 128},
+        "train": {
+            "lora": {"r": 4, "alpha": 8},
+            "learning_rate": 1e-2,
+            "epochs": 2,
+            "batch_size": 8,
+            "max_length": 128,
+            "logging_steps": 2,
+            **train_overrides,
+        },
+        "evaluate": {"max_examples": 64, "num_samples": 2, "max_new_tokens": 12},
+    }
+    return PipelineConfig.model_validate(cfg)
+
+
+def render_row(tok, chat: list[dict[str, str]], i: int) -> dict:
+    """A split row in the format stage's layout."""
+    prompt = tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=False)
+    full = tok.apply_chat_template(chat, tokenize=False)
+    assert full.startswith(prompt)
+    n = len(tok(full, add_special_tokens=False)["input_ids"])
+    return {
+        "id": f"r{i:04d}",
+        "kind": "chat",
+        "prompt": prompt,
+        "completion": full[len(prompt) :],
+        "text": full,
+        "n_tokens": n,
+        "truncated": n > 128,
+    }
+
+
+def write_format_artifact(
+    store: ArtifactStore, cfg: PipelineConfig, key: str = "f" * 64, empty_train: bool = False
+):
+    """A format artifact: tokenizer/ trained on the catalogue, splits/{train,eval}.jsonl.gz."""
+    chats = catalogue_chats()
+    tok = train_tokenizer((m["content"] for c in chats for m in c), cfg.model.tiny.vocab_size)
+    rows = [render_row(tok, c, i) for i, c in enumerate(chats)]
+    splits = {"train": [r for i, r in enumerate(rows) if i % 8], "eval": rows[::8]}
+    if empty_train:
+        splits["train"] = []
+    with store.writer("format", key, [], {}) as out:
+        tok.save_pretrained(out.file("tokenizer/x").parent)
+        for name, split_rows in splits.items():
+            with open(out.file(f"splits/{name}.jsonl.gz"), "wb") as fh:
+                dump_jsonl_gz(split_rows, fh)
+        ref = out.commit()
+    return store.open(ref)
+
+
+def run_train(store: ArtifactStore, fmt, cfg: PipelineConfig, key: str = "t" * 64):
+    with store.writer("train", key, [fmt.ref], {}) as out:
+        train.run([fmt], cfg, out)
+        ref = out.commit()
+    return store.open(ref)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One training run shared by the tests below: (store, cfg, format artifact, train artifact)."""
+    root = str(tmp_path_factory.mktemp("train") / "artifacts")
+    store = ArtifactStore(root)
+    cfg = tiny_config(root)
+    fmt = write_format_artifact(store, cfg)
+    return store, cfg, fmt, run_train(store, fmt, cfg)
+
+
+def test_training_lowers_the_loss(trained):
+    _, _, _, art = trained
+    m = art.report
+    assert m["steps"] == 2 * 21  # 168 rows / batch 8, two epochs
+    assert m["last_loss"] < m["first_loss"] - 0.5, (m["first_loss"], m["last_loss"])
+    metrics = json.loads((art.path / "metrics.json").read_text())
+    for k in (
+        "train_loss",
+        "steps",
+        "epochs",
+        "runtime_s",
+        "samples_per_s",
+        "tokens_per_s",
+        "trainable_params",
+        "total_params",
+    ):
+        assert metrics[k] > 0, k
+    assert metrics["trained_tokens"] > 168 * 2 * 20  # every row seen twice, > 20 tokens each
+    history = json.loads((art.path / "log_history.json").read_text())
+    assert [h["step"] for h in history if "loss" in h][:3] == [1, 2, 4]
+    assert "loss first" in m["markdown"]
+
+
+def test_only_lora_weights_are_trained_and_saved(trained):
+    from safetensors.torch import load_file
+
+    _, _, _, art = trained
+    m = art.report
+    saved = load_file(art.path / "adapter" / "adapter_model.safetensors")
+    assert saved and all("lora_" in name for name in saved)
+    # What was trainable is exactly what was saved: the LoRA matrices, a small share of the model.
+    assert m["trainable_params"] == sum(t.numel() for t in saved.values())
+    assert m["trainable_params"] < 0.1 * m["total_params"]
+
+
+def test_adapter_loads_onto_a_rebuilt_base_and_changes_it(trained):
+    from peft import PeftModel
+
+    _, cfg, fmt, art = trained
+    tok = load_tokenizer(cfg.model, art.path / "tokenizer")
+    assert tok.get_vocab() == load_tokenizer(cfg.model, fmt.path / "tokenizer").get_vocab()
+    row = train.load_split(fmt, "train")[0]
+    ids = tok(row["text"], return_tensors="pt")["input_ids"]
+    labels = ids.clone()
+    labels[:, : len(tok(row["prompt"])["input_ids"])] = -100  # scored on the reply, as trained
+    base = load_base_model(cfg.model, tok).eval()
+    with torch.no_grad():
+        base_loss = base(ids, labels=labels).loss.item()
+    tuned = PeftModel.from_pretrained(load_base_model(cfg.model, tok), art.path / "adapter").eval()
+    with torch.no_grad():
+        tuned_loss = tuned(ids, labels=labels).loss.item()
+    assert tuned_loss < base_loss - 0.5, (base_loss, tuned_loss)
+
+
+def test_loss_plot_is_a_png(trained):
+    _, _, _, art = trained
+    data = (art.path / "loss.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_completion_ends_with_a_single_eos():
+    row = {
+        "prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        "completion": "hello<|im_end|>\n",
+    }
+    assert train.sft_example(row, "<|im_end|>")["completion"] == "hello<|im_end|>"
+    assert (
+        train.sft_example({"prompt": "", "completion": "a doc\n"}, "<|im_end|>")["completion"]
+        == "a doc\n<|im_end|>"
+    )
+
+
+def test_packing_takes_fewer_steps_for_the_same_data(trained):
+    store, cfg, fmt, plain = trained
+    packed_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"packing": True})})
+    packed = run_train(store, fmt, packed_cfg, key="p" * 64)
+    p, u = packed.report, plain.report
+    assert p["train_sequences"] < u["train_sequences"] / 2  # ~30-token rows, 128-token packs
+    assert p["steps"] < u["steps"] / 2
+    assert p["trained_tokens"] == pytest.approx(
+        u["trained_tokens"], rel=0.01
+    )  # same tokens, fewer rows
+    assert p["last_loss"] < p["first_loss"]
+
+
+def test_packed_examples_do_not_attend_to_each_other(trained):
+    """The claim behind packing_strategy="bfd" on CPU: a padding-free packed row scores each
+    example exactly as if it were alone (no cross-example attention with sdpa)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    _, cfg, fmt, _ = trained
+    tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
+    model = load_base_model(cfg.model, tok).eval()
+    texts = [r["text"] for r in train.load_split(fmt, "train")[:3]]
+    examples = [{"input_ids": tok(t)["input_ids"]} for t in texts]
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
+        examples
+    )
+    with torch.no_grad():
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits[0]
+        start = 0
+        for ex in examples:
+            n = len(ex["input_ids"])
+            alone = model(input_ids=torch.tensor([ex["input_ids"]]), use_cache=False).logits[0]
+            assert torch.allclose(packed[start : start + n], alone, atol=1e-4)
+            start += n
+
+
+def test_empty_train_split_is_a_clear_error(tmp_path):
+    store = ArtifactStore(tmp_path / "artifacts")
+    cfg = tiny_config(str(tmp_path / "artifacts"))
+    fmt = write_format_artifact(store, cfg, empty_train=True)
+    with pytest.raises(ValueError, match="train split of format artifact .* is empty"):
+        run_train(store, fmt, cfg)
+    assert store.list("train") == []  # nothing half-written is published
