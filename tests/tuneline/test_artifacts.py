@@ -49,10 +49,9 @@ def test_commit_publishes_records_rejects_and_report(tmp_path: Path):
 
 def test_crash_mid_write_leaves_nothing_readable(tmp_path: Path):
     store = ArtifactStore(tmp_path)
-    with pytest.raises(RuntimeError):
-        with store.writer("s", "k1", [], {}) as w:
-            w.write(_rec(1))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), store.writer("s", "k1", [], {}) as w:
+        w.write(_rec(1))
+        raise RuntimeError("killed")
     assert not store.exists("s", "k1")
     assert list((tmp_path / "s").iterdir()) == []  # staging dir cleaned up
     # a directory without a manifest (a crash between files) is never read
