@@ -14,13 +14,13 @@ from prefect import flow
 from tasks import augment, dedup, ingest, pii, train
 from tasks import evaluate as evaluate_stage
 from tasks import format as format_stage
-from tuneline.config import PipelineConfig, StageName
+from tuneline.config import PipelineConfig, StageName, demo_config
 from tuneline.runner import StageRunner
 
 
 @flow(name="finetune", description="ingest -> pii -> dedup -> augment -> format -> train -> evaluate")
 def finetune(
-    config: PipelineConfig = PipelineConfig(),  # noqa: B008 - the UI form renders this default
+    config: PipelineConfig = demo_config(),  # the UI form renders this default
     only: StageName | None = None,
     from_stage: StageName | None = None,
     to_stage: StageName | None = None,

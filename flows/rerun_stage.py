@@ -11,13 +11,13 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.finetune import finetune
-from tuneline.config import PipelineConfig, StageName
+from tuneline.config import PipelineConfig, StageName, demo_config
 
 
 @flow(name="rerun-stage", description="Re-run one stage (and, with to_end, those after it).")
 def rerun_stage(
     stage: StageName,
-    config: PipelineConfig = PipelineConfig(),  # noqa: B008
+    config: PipelineConfig = demo_config(),
     force: bool = False,
     to_end: bool = True,
 ) -> dict:

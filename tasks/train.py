@@ -80,11 +80,17 @@ def lora_config(cfg: PipelineConfig):
     from peft import LoraConfig
 
     lora = cfg.train.lora
+    modules_to_save = lora.modules_to_save
+    if modules_to_save is None:
+        # A tokenizer trained from scratch means embeddings nobody has trained: an adapter on
+        # top of random embeddings can barely move the loss, so those train fully.
+        modules_to_save = ["embed_tokens", "lm_head"] if cfg.model.name_or_path is None else []
     return LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        modules_to_save=modules_to_save or None,
         task_type="CAUSAL_LM",
     )
 
@@ -103,7 +109,7 @@ def sft_config(cfg: PipelineConfig, output_dir: str):
     cuda = torch.cuda.is_available()
     return SFTConfig(
         output_dir=output_dir,
-        learning_rate=t.learning_rate,
+        learning_rate=t.resolved_learning_rate(cfg.model),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps,
         per_device_train_batch_size=t.batch_size,

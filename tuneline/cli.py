@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from tuneline.config import STAGES, ConfigError, PipelineConfig, load_config
+from tuneline.config import DEMO_CONFIG, STAGES, ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -21,7 +21,7 @@ err = Console(stderr=True)
 
 ConfigArg = Annotated[
     Path | None,
-    typer.Argument(help="Pipeline YAML (default: the embedded demo, deployments/demo.yaml's defaults)."),
+    typer.Argument(help="Pipeline YAML (default: the embedded demo, deployments/demo.yaml)."),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -31,7 +31,7 @@ SetOpt = Annotated[
 
 def _load(config: Path | None, overrides: list[str] | None) -> PipelineConfig:
     try:
-        return load_config(config, overrides or [])
+        return load_config(config or (DEMO_CONFIG if DEMO_CONFIG.exists() else None), overrides or [])
     except ConfigError as e:
         err.print(f"[red]{e}[/red]")
         raise typer.Exit(2) from None
@@ -49,8 +49,8 @@ def _highlights(stage: str, report: dict) -> str:
     bits = []
     if "rejected_by_reason" in report:
         bits.append(", ".join(f"{k} {v}" for k, v in report["rejected_by_reason"].items()))
-    if stage == "pii" and report.get("entities"):
-        bits.append("found " + ", ".join(f"{k} {v}" for k, v in report["entities"].items()))
+    if stage == "pii" and report.get("entities_removed"):
+        bits.append("removed " + ", ".join(f"{k} {v}" for k, v in report["entities_removed"].items()))
     if stage == "augment" and report.get("note"):
         bits.append(report["note"])
     if stage == "train" and "train_loss" in report:

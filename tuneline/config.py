@@ -256,13 +256,24 @@ class LoraConfig(Section):
     target_modules: list[str] | Literal["all-linear"] = Field(
         default="all-linear", description="Module names to adapt, or all-linear."
     )
+    modules_to_save: list[str] | None = Field(
+        default=None,
+        description="Modules trained fully and saved with the adapter. Empty (null): embed_tokens and "
+        "lm_head for the tiny model, whose tokenizer is new and whose embeddings are random; none "
+        "for a pretrained model.",
+    )
 
 
 class TrainConfig(Section):
     method: Literal["sft"] = Field(default="sft", description="Training objective.")
     lora: LoraConfig = Field(default_factory=LoraConfig, description="PEFT LoRA adapter.")
-    learning_rate: float = Field(default=3e-3, gt=0, description="Peak learning rate.")
-    epochs: float = Field(default=3, gt=0, description="Passes over the train split.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak learning rate. Empty (null): 1e-2 for the tiny model (random weights, tiny "
+        "data), 2e-4 for a pretrained model (the usual LoRA rate).",
+    )
+    epochs: float = Field(default=5, gt=0, description="Passes over the train split.")
     max_steps: int = Field(default=-1, description="Stop after this many steps (-1: use epochs).")
     batch_size: int = Field(default=8, ge=1, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps per optimizer update.")
@@ -270,6 +281,11 @@ class TrainConfig(Section):
     packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
     seed: int = Field(default=0, description="Training seed.")
     logging_steps: int = Field(default=5, ge=1, description="Log the loss every N steps.")
+
+    def resolved_learning_rate(self, model: ModelConfig) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-2 if model.name_or_path is None else 2e-4
 
 
 # ------------------------------------------------------------------------------ evaluate
@@ -311,6 +327,14 @@ class PipelineConfig(Section):
                         f"{name} ({value}) exceeds model.tiny.max_position_embeddings ({limit})"
                     )
         return self
+
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "deployments" / "demo.yaml"
+
+
+def demo_config() -> PipelineConfig:
+    """The embedded demo (deployments/demo.yaml): the default of the CLI and the flow's form."""
+    return load_config(DEMO_CONFIG) if DEMO_CONFIG.exists() else PipelineConfig()
 
 
 class ConfigError(ValueError):

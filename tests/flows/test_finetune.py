@@ -74,7 +74,7 @@ def test_demo_runs_every_stage_and_filters_do_their_work(first_run):
     assert before, "the sample corpus should plant email addresses"
     after = [s for r in art["pii"].records() for s in r.strings() if EMAIL.search(s)]
     assert after == []
-    assert art["pii"].report["entities"].get("EMAIL_ADDRESS", 0) >= len(before)
+    assert art["pii"].report["entities_removed"].get("EMAIL_ADDRESS", 0) >= len(before)
 
     dedup_rej = list(art["dedup"].rejected())
     kept_ids = {r.id for r in art["dedup"].records()}

@@ -3,11 +3,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tuneline.config import ConfigError, PipelineConfig, load_config
+from tuneline.config import ConfigError, PipelineConfig, demo_config, load_config
 
 
-def test_demo_yaml_is_the_default(repo_root: Path):
-    assert load_config(repo_root / "deployments" / "demo.yaml") == PipelineConfig()
+def test_demo_yaml_differs_from_defaults_only_where_it_says_why(repo_root: Path):
+    demo = load_config(repo_root / "deployments" / "demo.yaml").model_dump()
+    default = PipelineConfig().model_dump()
+    demo["pii"].pop("allow_list")
+    default["pii"].pop("allow_list")
+    assert demo == default
 
 
 def test_bad_enum_names_field_and_allowed_values():
@@ -48,3 +52,8 @@ def test_missing_and_malformed_files(tmp_path: Path):
 
 def test_trust_remote_code_is_off_by_default():
     assert PipelineConfig().model.trust_remote_code is False
+
+
+def test_flow_and_cli_default_is_the_demo(repo_root: Path):
+    assert demo_config() == load_config(repo_root / "deployments" / "demo.yaml")
+    assert "Northwind" in demo_config().pii.allow_list
