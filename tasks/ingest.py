@@ -306,7 +306,7 @@ def _hh_turns(transcript: str) -> list[Message]:
         raise ParseError("transcript must start with '\\n\\nHuman: '")
     return [
         Message(role="user" if who == "Human" else "assistant", content=text.strip())
-        for who, text in zip(parts[1::2], parts[2::2])
+        for who, text in zip(parts[1::2], parts[2::2], strict=False)
     ]
 
 

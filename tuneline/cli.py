@@ -13,6 +13,9 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+# Offline by design: Prefect's telemetry would only log failed lookups.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 from tuneline.config import DEMO_CONFIG, STAGES, ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)

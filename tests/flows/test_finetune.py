@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 from pathlib import Path
@@ -84,11 +85,13 @@ def test_demo_runs_every_stage_and_filters_do_their_work(first_run):
     ev = art["evaluate"].report
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
 
-    # nothing vanished: every stage's input count = kept + rejected (+ generated for augment)
-    for prev, stage in zip(STAGES[:3], STAGES[1:4]):
-        n_in = art[prev].manifest["counts"]["data"]
+    # nothing vanished: every record read is kept or rejected with a reason, stage by stage
+    ingest_counts = art["ingest"].manifest["counts"]
+    assert ingest_counts["data"] + ingest_counts["rejected"] == art["ingest"].report["records_read"]
+    for prev, stage in itertools.pairwise(("ingest", "pii", "dedup")):
         counts = art[stage].manifest["counts"]
-        assert counts["data"] + counts["rejected"] >= n_in
+        assert counts["data"] + counts["rejected"] == art[prev].manifest["counts"]["data"], stage
+    assert art["augment"].manifest["counts"]["data"] >= art["dedup"].manifest["counts"]["data"]
 
 
 def test_second_run_reuses_every_stage(first_run):

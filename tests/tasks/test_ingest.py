@@ -217,7 +217,7 @@ def test_sharegpt_tool_calls_map_to_assistant_and_tool(tmp_path, shared_data):
     )
     records = list(art.records())
     assert len(records) == 5
-    for row, rec in zip(rows, records):
+    for row, rec in zip(rows, records, strict=True):
         expected = [
             {
                 "human": "user",
@@ -389,7 +389,7 @@ def test_language_id_on_twelve_languages(tmp_path, shared_data):
     )
     rows = [
         {"id": f"{lang}-{i}", "text": text}
-        for i, (lang, text) in enumerate(l.split("\t", 1) for l in lines)
+        for i, (lang, text) in enumerate(line.split("\t", 1) for line in lines)
     ]
     src = write_jsonl(tmp_path / "sentences.jsonl", rows)
     art = run_ingest(
