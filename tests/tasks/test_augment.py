@@ -1,0 +1,356 @@
+"""augment: pass-through, and real Distilabel runs with a local transformers teacher and an
+OpenAI-compatible HTTP server (tests/support/openai_server.py)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks import augment
+from tests.support.openai_server import QUERY_TEMPLATES, serve
+from tuneline.artifacts import ArtifactStore
+from tuneline.config import AugmentConfig, PipelineConfig, TeacherConfig, stage_config
+from tuneline.records import Message, Record, record_id
+
+KEY_ENV = "TUNELINE_TEST_TEACHER_KEY"
+KEY = "sk-test-7f3a9c1e5b2d4f60-do-not-leak"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def chat(user: str, assistant: str, source: str = "test") -> Record:
+    return Record(
+        id=record_id(source, user),
+        kind="chat",
+        messages=[Message(role="user", content=user), Message(role="assistant", content=assistant)],
+        meta={"source": source},
+    )
+
+
+def alpaca_chats(shared_data: Path, n: int) -> list[Record]:
+    rows = json.loads((shared_data / "instruction" / "alpaca_en_demo.json").read_text())[:n]
+    return [
+        chat((r["instruction"] + "\n\n" + r["input"]).strip(), r["output"], "alpaca_en_demo")
+        for r in rows
+    ]
+
+
+def not_seeds() -> list[Record]:
+    """Records the teacher must not be shown, but that must pass through."""
+    return [
+        Record(
+            id="text-1",
+            kind="text",
+            text="A plain document about rivers and lakes.",
+            meta={"source": "t"},
+        ),
+        Record(
+            id="chat-open",
+            kind="chat",
+            meta={"source": "t"},
+            messages=[Message(role="user", content="A question nobody answered yet?")],
+        ),
+    ]
+
+
+def run_stage(store_root: str, records: list[Record], augment_cfg: AugmentConfig):
+    """Writes `records` as a dedup artifact, runs augment.run on it, returns (output, input ids)."""
+    store = ArtifactStore(store_root)
+    with store.writer("dedup", "0" * 64, [], {}) as w:
+        w.write_all(records)
+        ref = w.commit()
+    cfg = PipelineConfig(augment=augment_cfg)
+    with store.writer("augment", "1" * 64, [ref], stage_config(cfg, augment.SECTIONS)) as out:
+        augment.run([store.open(ref)], cfg, out)
+        out_ref = out.commit()
+    return store.open(out_ref)
+
+
+def by_source(art) -> tuple[list[Record], list[Record]]:
+    recs = list(art.records())
+    return [r for r in recs if r.meta.get("source") != "augment"], [
+        r for r in recs if r.meta.get("source") == "augment"
+    ]
+
+
+def files_text(path: Path) -> str:
+    """Every file under `path`, gzip shards decompressed: what a leak check must search."""
+    parts = []
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        data = f.read_bytes()
+        if f.name.endswith(".gz"):
+            data = gzip.decompress(data)
+        parts.append(data.decode("utf-8", errors="replace"))
+    return "\n".join(parts)
+
+
+def assert_counts_add_up(art, seeds: list[Record]) -> None:
+    """Each candidate is a new record or a rejection; every seed had at least one attempt."""
+    report = art.report
+    _, new = by_source(art)
+    rejected = list(art.rejected())
+    assert report["generated"] == len(new)
+    assert report["candidates"] == len(new) + len(rejected)
+    assert sum(report["invalid_by_problem"].values()) == len(rejected)
+    assert all(r["reason"] == "teacher_output_invalid" and r["problem"] for r in rejected)
+    attempted = {r.meta["seed_id"] for r in new} | {r["record"]["seed_id"] for r in rejected}
+    assert attempted == {s.id for s in seeds}
+
+
+# ------------------------------------------------------------------------- pure helpers
+
+
+def test_parse_instructions_keeps_queries_and_says_why_others_go():
+    lines = [
+        "Here are two queries:",
+        "1. How do tides work?",
+        "- ",
+        "Why?",
+        "42 + 17 = 59",
+        '"Describe a river delta."',
+        "ab\ufffd\ufffdcd efgh ij",
+        "tab\x0bbed\x1c text here",
+    ]
+    kept, dropped = augment.parse_instructions(lines, min_chars=10)
+    assert kept == [(1, "How do tides work?"), (5, "Describe a river delta.")]
+    assert [(i, p) for i, _, p in dropped] == [
+        (0, "heading"),
+        (2, "empty"),
+        (3, "too_short"),
+        (4, "no_letters"),
+        (6, "garbled"),
+        (7, "garbled"),
+    ]
+    assert augment.parse_instructions(None, 10) == ([], [])
+
+
+def test_public_url_drops_credentials():
+    assert (
+        augment.public_url("https://user:pw@api.example.com:8443/v1")
+        == "https://api.example.com:8443/v1"
+    )
+    assert augment.public_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+
+
+def test_api_key_comes_from_named_env_var_or_secret_block(monkeypatch):
+    t = TeacherConfig(
+        kind="openai", model="m", base_url="http://127.0.0.1:1/v1", api_key_env=KEY_ENV
+    )
+    monkeypatch.setenv(KEY_ENV, KEY)
+    assert augment.resolve_api_key(t) == KEY
+    assert (
+        augment.resolve_api_key(t.model_copy(update={"api_key_env": None})) is None
+    )  # server without auth
+
+    from prefect.blocks.system import Secret
+
+    class Block:
+        def get(self):
+            return "sk-from-block"
+
+    monkeypatch.setattr(
+        Secret, "load", classmethod(lambda cls, name: Block() if name == "teacher-key" else None)
+    )
+    assert (
+        augment.resolve_api_key(t.model_copy(update={"api_key_secret": "teacher-key"}))
+        == "sk-from-block"
+    )
+
+
+# ---------------------------------------------------------------------------- pass-through
+
+
+def test_no_teacher_passes_every_record_through(store_root, shared_data):
+    records = alpaca_chats(shared_data, 5) + not_seeds()
+    art = run_stage(store_root, records, AugmentConfig())
+    assert [r.model_dump() for r in art.records()] == [r.model_dump() for r in records]
+    assert list(art.rejected()) == []
+    assert art.report["teacher"] is None and art.report["generated"] == 0
+    assert "no teacher configured" in art.report["note"]
+
+
+# ---------------------------------------------------------------- transformers teacher
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tmp_path_factory) -> str:
+    """A random-weight tiny Llama + BPE tokenizer saved like any local model directory."""
+    from tuneline.config import ModelConfig, TinyModelConfig
+    from tuneline.models import load_base_model, train_tokenizer
+
+    # A module-scoped fixture cannot use the function-scoped `shared_data`; same folder.
+    data = (
+        Path(__file__).resolve().parents[2].parent / "shared/data/instruction/alpaca_en_demo.json"
+    )
+    if not data.exists():
+        pytest.skip(f"public test data not found at {data}")
+
+    texts = [r["instruction"] + " " + r["output"] for r in json.loads(data.read_text())[:300]]
+    tok = train_tokenizer(texts, vocab_size=512)
+    tiny = TinyModelConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128
+    )
+    model = load_base_model(ModelConfig(tiny=tiny), tok)
+    path = tmp_path_factory.mktemp("teacher")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("mode", ["generate", "improve"])
+def test_transformers_teacher_runs_every_seed_and_accounts_for_each_candidate(
+    store_root, shared_data, tiny_teacher, mode
+):
+    seeds = alpaca_chats(shared_data, 3)
+    records = seeds + not_seeds()
+    teacher = TeacherConfig(kind="transformers", model=tiny_teacher, max_new_tokens=24)
+    cfg = AugmentConfig(teacher=teacher, mode=mode, num_seeds=3, batch_size=3, min_chars=5)
+    art = run_stage(store_root, records, cfg)
+
+    originals, new = by_source(art)
+    assert [r.model_dump() for r in originals] == [r.model_dump() for r in records]
+    report = art.report
+    assert report["teacher"] == {"model": tiny_teacher, "kind": "transformers", "base_url": None}
+    assert report["seeds"] == 3 and sorted(report["seed_ids"]) == sorted(s.id for s in seeds)
+    # Random weights write gibberish: what matters is that each attempt is accounted for,
+    # and that the teacher did answer every prompt (a failed call would be "no_output").
+    assert_counts_add_up(art, seeds)
+    assert report["candidates"] >= 3 and "no_output" not in report["invalid_by_problem"]
+    for r in new:
+        assert r.kind == "chat" and [m.role for m in r.messages] == ["user", "assistant"]
+        assert r.meta["teacher"] == tiny_teacher and r.meta["mode"] == mode
+        assert len(r.messages[-1].content.strip()) >= 5
+
+
+# ---------------------------------------------------------------------- openai teacher
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve(token=KEY) as running:
+        yield running
+
+
+def openai_teacher(server, **kw) -> TeacherConfig:
+    return TeacherConfig(
+        kind="openai", model="test-teacher", base_url=server.url, api_key_env=KEY_ENV, **kw
+    )
+
+
+def test_openai_teacher_generates_pairs_and_never_stores_the_key(
+    store_root, shared_data, server, monkeypatch
+):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    good = alpaca_chats(shared_data, 2)
+    short = chat(
+        "[[short]] Tell me about volcanoes and how they form.", "Volcanoes form where magma rises."
+    )
+    heading = chat(
+        "[[heading]] Describe how bees make honey.", "Bees collect nectar and reduce it."
+    )
+    seeds = good + [short, heading]
+    records = seeds + not_seeds()
+    server.requests.clear()
+    art = run_stage(
+        store_root,
+        records,
+        AugmentConfig(teacher=openai_teacher(server), num_seeds=10, batch_size=2),
+    )
+
+    originals, new = by_source(art)
+    assert [r.model_dump() for r in originals] == [r.model_dump() for r in records]
+    assert_counts_add_up(art, seeds)
+    # Two queries per good seed (instructions_per_seed=2), each answered by the server.
+    for seed in good + [heading]:
+        subject = " ".join(seed.messages[0].content.split()[:6])
+        pairs = [
+            (r.messages[0].content, r.messages[1].content)
+            for r in new
+            if r.meta["seed_id"] == seed.id
+        ]
+        assert sorted(q for q, _ in pairs) == sorted(
+            t.format(subject=subject) for t in QUERY_TEMPLATES[:2]
+        )
+        for q, a in pairs:
+            assert a.startswith("Answer: " + q)
+    assert len(new) == 6
+    assert all(
+        r.meta
+        == {
+            "source": "augment",
+            "teacher": "test-teacher",
+            "seed_id": r.meta["seed_id"],
+            "mode": "generate",
+        }
+        for r in new
+    )
+
+    rejected = [(r["record"]["seed_id"], r["problem"], r["step"]) for r in art.rejected()]
+    assert sorted(rejected) == sorted(
+        [(short.id, "too_short", "self_instruct"), (heading.id, "heading", "self_instruct")]
+    )
+    assert art.report["invalid_by_problem"] == {"heading": 1, "too_short": 1}
+    assert art.report["teacher"] == {
+        "model": "test-teacher",
+        "kind": "openai",
+        "base_url": server.url,
+    }
+    assert "Answer: " in art.report["markdown"]
+
+    # 4 SelfInstruct calls + 6 answers, all with the key as a bearer token.
+    chats = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
+    assert len(chats) == 10
+    assert {r["authorization"] for r in chats} == {f"Bearer {KEY}"}
+    assert KEY not in files_text(art.path)
+    assert (
+        KEY_ENV in (art.path / "manifest.json").read_text()
+    )  # the name is config; the value is not
+
+
+def test_openai_teacher_improves_replies(store_root, shared_data, server, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    seeds = alpaca_chats(shared_data, 2)
+    empty = chat("Summarise the plot of a short story.", "[[empty]] It is about a fox.")
+    records = seeds + [empty] + not_seeds()
+    art = run_stage(
+        store_root,
+        records,
+        AugmentConfig(teacher=openai_teacher(server), mode="improve", num_seeds=10, batch_size=2),
+    )
+
+    _, new = by_source(art)
+    assert_counts_add_up(art, seeds + [empty])
+    assert sorted(r.meta["improves"] for r in new) == sorted(s.id for s in seeds)
+    for r in new:
+        seed = next(s for s in seeds if s.id == r.meta["improves"])
+        assert r.messages[:-1] == seed.messages[:-1]
+        assert r.messages[-1].content.startswith(
+            "Improved answer: " + seed.messages[-1].content.strip()[:40]
+        )
+    assert [(r["record"]["seed_id"], r["problem"]) for r in art.rejected()] == [(empty.id, "empty")]
+
+
+def test_missing_key_env_var_is_a_clear_error(store_root, shared_data, server, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ValueError, match=f"environment variable '{KEY_ENV}'.*not set"):
+        run_stage(
+            store_root, alpaca_chats(shared_data, 2), AugmentConfig(teacher=openai_teacher(server))
+        )
+    assert not any(Path(store_root, "augment").glob("1*"))  # nothing published
+
+
+def test_rejected_key_fails_the_stage_instead_of_caching_an_empty_result(
+    store_root, shared_data, server, monkeypatch
+):
+    monkeypatch.setenv(KEY_ENV, "sk-wrong")
+    with pytest.raises(RuntimeError, match="returned no output for any of 2 seeds"):
+        run_stage(
+            store_root,
+            alpaca_chats(shared_data, 2),
+            AugmentConfig(teacher=openai_teacher(server), batch_size=2),
+        )
+    assert not Path(store_root, "augment", "1" * 64).exists()
