@@ -237,13 +237,19 @@ _distilabel_init_worker = None  # Distilabel's own pool initializer, while ours 
 
 
 def _init_worker(*args: Any) -> None:
-    """Pool initializer for Distilabel's workers: the default SIGTERM, then Distilabel's own.
+    """Pool initializer for Distilabel's workers: fork-safe torch, the default SIGTERM, then
+    Distilabel's own.
 
     ``Pool.terminate()`` stops the workers with SIGTERM. A handler inherited from the parent
     (Prefect's raises ``TerminationSignal``) can leave a worker holding the pool's queue lock,
     and ``terminate()`` then waits for it forever.
     """
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if "torch" in sys.modules:
+        # A forked worker inherits the parent's OpenMP pool in a broken state once the parent
+        # has run a parallel op (training, scoring): its first parallel op then hangs for
+        # ever. One intra-op thread never enters that pool; teachers here are small or remote.
+        sys.modules["torch"].set_num_threads(1)
     from distilabel.pipeline import local
 
     (_distilabel_init_worker or local._init_worker)(*args)  # None in a spawned (fresh) worker

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -354,3 +356,25 @@ def test_rejected_key_fails_the_stage_instead_of_caching_an_empty_result(
             AugmentConfig(teacher=openai_teacher(server), batch_size=2),
         )
     assert not Path(store_root, "augment", "1" * 64).exists()
+
+
+def test_local_teacher_survives_a_parent_that_already_ran_parallel_torch(repo_root):
+    """Regression: in one process train runs before augment; forked Distilabel workers then
+    hung in their first torch op (an inherited OpenMP pool). Run in a child with a deadline so
+    a regression fails instead of hanging the suite."""
+    code = (
+        "import sys, torch, pytest\n"
+        "torch.set_num_threads(2)\n"
+        "a = torch.randn(512, 512)\n"
+        "for _ in range(20): a @ a\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/tasks/test_augment.py',"
+        " '-k', 'transformers_teacher and generate']))\n"
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=repo_root, timeout=240, capture_output=True, text=True
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the teacher's workers hung after parallel torch work in the parent")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "1 passed" in proc.stdout
