@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -10,100 +9,9 @@ import pytest
 import torch
 
 from tasks import evaluate, train
+from tests.support.catalogue import tiny_config, write_format_artifact
 from tuneline.artifacts import ArtifactStore
-from tuneline.config import PipelineConfig
-from tuneline.models import load_base_model, load_tokenizer, train_tokenizer
-from tuneline.records import dump_jsonl_gz
-
-# The same made-up shop catalogue as tests/tasks/test_train.py (test modules cannot import
-# each other under --import-mode=importlib): fixed answer patterns a tiny model picks up fast.
-ADJECTIVES = ["red", "blue", "tall", "small", "round", "wooden", "silver", "soft"]
-NOUNS = ["lamp", "kettle", "chair", "desk", "clock", "mug", "shelf", "vase"]
-CITIES = ["Lyon", "Osaka", "Porto", "Quito", "Tartu"]
-
-
-def catalogue_chats() -> list[list[dict[str, str]]]:
-    chats = []
-    for adj in ADJECTIVES:
-        for noun in NOUNS:
-            p = f"{adj} {noun}"
-            h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
-            qa = [
-                (f"How much does the {p} cost?", f"The {p} costs {10 + h % 90} dollars."),
-                (f"Where is the {p} made?", f"The {p} is made in {CITIES[h % len(CITIES)]}."),
-                (f"Is the {p} in stock?", f"Yes, we have {h % 7 + 1} of the {p} in stock."),
-            ]
-            chats += [
-                [{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in qa
-            ]
-    return chats
-
-
-def tiny_config(root: str, **evaluate_overrides) -> PipelineConfig:
-    return PipelineConfig.model_validate(
-        {
-            "run": {"artifact_root": root},
-            "model": {
-                "tiny": {
-                    "vocab_size": 512,
-                    "hidden_size": 64,
-                    "num_hidden_layers": 2,
-                    "num_attention_heads": 4,
-                    "intermediate_size": 128,
-                    "max_position_embeddings": 256,
-                }
-            },
-            "format": {"max_length": 128},
-            "train": {
-                "lora": {"r": 4, "alpha": 8},
-                "learning_rate": 1e-2,
-                "epochs": 2,
-                "batch_size": 8,
-                "max_length": 128,
-                "logging_steps": 5,
-            },
-            "evaluate": {
-                "max_examples": 64,
-                "num_samples": 2,
-                "max_new_tokens": 12,
-                "batch_size": 8,
-                **evaluate_overrides,
-            },
-        }
-    )
-
-
-def write_format_artifact(store: ArtifactStore, cfg: PipelineConfig, empty_eval: bool = False):
-    """A format artifact in the format stage's layout: tokenizer/, splits/{train,eval}.jsonl.gz."""
-    chats = catalogue_chats()
-    tok = train_tokenizer((m["content"] for c in chats for m in c), cfg.model.tiny.vocab_size)
-    rows = []
-    for i, chat in enumerate(chats):
-        prompt = tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=False)
-        full = tok.apply_chat_template(chat, tokenize=False)
-        n = len(tok(full, add_special_tokens=False)["input_ids"])
-        rows.append(
-            {
-                "id": f"r{i:04d}",
-                "kind": "chat",
-                "prompt": prompt,
-                "completion": full[len(prompt) :],
-                "text": full,
-                "n_tokens": n,
-                "truncated": n > 128,
-            }
-        )
-    splits = {
-        "train": [r for i, r in enumerate(rows) if i % 8],
-        "eval": [] if empty_eval else rows[::8],
-    }
-    with store.writer("format", "f" * 64, [], {}) as out:
-        tok.save_pretrained(out.file("tokenizer/x").parent)
-        for name, split_rows in splits.items():
-            with open(out.file(f"splits/{name}.jsonl.gz"), "wb") as fh:
-                dump_jsonl_gz(split_rows, fh)
-        ref = out.commit()
-    return store.open(ref)
+from tuneline.models import load_base_model, load_tokenizer
 
 
 def run_stage(store, mod, inputs, cfg, key):
@@ -168,7 +76,7 @@ def test_report_md_and_samples(setup):
 def test_an_untrained_adapter_scores_exactly_as_the_base(setup):
     """The tuned numbers come from the adapter: a zero (fresh) LoRA gives the base loss."""
     store, _, fmt, _, _ = setup
-    cfg = tiny_config(store.root, max_examples=5, num_samples=0)
+    cfg = tiny_config(store.root, evaluate={"max_examples": 5, "num_samples": 0})
     fresh = fresh_adapter_artifact(store, cfg, fmt)
     r = run_stage(store, evaluate, [fmt, fresh], cfg, "z" * 64).report
     assert r["n_examples"] == 5 and r["samples"] == []

@@ -2,104 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 import torch
 
 from tasks import train
+from tests.support.catalogue import tiny_config, write_format_artifact
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import PipelineConfig
-from tuneline.models import load_base_model, load_tokenizer, train_tokenizer
-from tuneline.records import dump_jsonl_gz
-
-# A made-up shop catalogue: the answers follow fixed patterns a tiny model can pick up quickly.
-ADJECTIVES = ["red", "blue", "tall", "small", "round", "wooden", "silver", "soft"]
-NOUNS = ["lamp", "kettle", "chair", "desk", "clock", "mug", "shelf", "vase"]
-CITIES = ["Lyon", "Osaka", "Porto", "Quito", "Tartu"]
-
-
-def catalogue_chats() -> list[list[dict[str, str]]]:
-    """192 single-turn chats: 64 products x 3 questions."""
-    chats = []
-    for adj in ADJECTIVES:
-        for noun in NOUNS:
-            p = f"{adj} {noun}"
-            h = int(hashlib.sha256(p.encode()).hexdigest(), 16)
-            qa = [
-                (f"How much does the {p} cost?", f"The {p} costs {10 + h % 90} dollars."),
-                (f"Where is the {p} made?", f"The {p} is made in {CITIES[h % len(CITIES)]}."),
-                (f"Is the {p} in stock?", f"Yes, we have {h % 7 + 1} of the {p} in stock."),
-            ]
-            chats += [
-                [{"role": "user", "content": q}, {"role": "assistant", "content": a}] for q, a in qa
-            ]
-    return chats
-
-
-def tiny_config(root: str, **train_overrides) -> PipelineConfig:
-    cfg = {
-        "run": {"artifact_root": root},
-        "model": {
-            "tiny": {
-                "vocab_size": 512,
-                "hidden_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "intermediate_size": 128,
-                "max_position_embeddings": 256,
-            }
-        },
-        "format": {"max_length": 128},
-        "train": {
-            "lora": {"r": 4, "alpha": 8},
-            "learning_rate": 1e-2,
-            "epochs": 2,
-            "batch_size": 8,
-            "max_length": 128,
-            "logging_steps": 2,
-            **train_overrides,
-        },
-        "evaluate": {"max_examples": 64, "num_samples": 2, "max_new_tokens": 12},
-    }
-    return PipelineConfig.model_validate(cfg)
-
-
-def render_row(tok, chat: list[dict[str, str]], i: int) -> dict:
-    """A split row in the format stage's layout."""
-    prompt = tok.apply_chat_template(chat[:-1], add_generation_prompt=True, tokenize=False)
-    full = tok.apply_chat_template(chat, tokenize=False)
-    assert full.startswith(prompt)
-    n = len(tok(full, add_special_tokens=False)["input_ids"])
-    return {
-        "id": f"r{i:04d}",
-        "kind": "chat",
-        "prompt": prompt,
-        "completion": full[len(prompt) :],
-        "text": full,
-        "n_tokens": n,
-        "truncated": n > 128,
-    }
-
-
-def write_format_artifact(
-    store: ArtifactStore, cfg: PipelineConfig, key: str = "f" * 64, empty_train: bool = False
-):
-    """A format artifact: tokenizer/ trained on the catalogue, splits/{train,eval}.jsonl.gz."""
-    chats = catalogue_chats()
-    tok = train_tokenizer((m["content"] for c in chats for m in c), cfg.model.tiny.vocab_size)
-    rows = [render_row(tok, c, i) for i, c in enumerate(chats)]
-    splits = {"train": [r for i, r in enumerate(rows) if i % 8], "eval": rows[::8]}
-    if empty_train:
-        splits["train"] = []
-    with store.writer("format", key, [], {}) as out:
-        tok.save_pretrained(out.file("tokenizer/x").parent)
-        for name, split_rows in splits.items():
-            with open(out.file(f"splits/{name}.jsonl.gz"), "wb") as fh:
-                dump_jsonl_gz(split_rows, fh)
-        ref = out.commit()
-    return store.open(ref)
+from tuneline.models import load_base_model, load_tokenizer
 
 
 def run_train(store: ArtifactStore, fmt, cfg: PipelineConfig, key: str = "t" * 64):
