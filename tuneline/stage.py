@@ -63,6 +63,7 @@ def run_stage(
     if not force and store.exists(mod.STAGE, key):
         art = store.open(store.ref(mod.STAGE, key))
         stage_logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
+        publish_report(mod.STAGE, art.report, art.ref, reused=True)
         return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
     opened = [store.open(r) for r in inputs]
     stage_logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
@@ -89,7 +90,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
-def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef) -> None:
+def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
     """Shows the report in the Prefect UI as a keyed table artifact (no-op outside a run)."""
     try:
         from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -100,7 +101,9 @@ def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef) -> None
         return
     rows = [{"metric": k, "value": str(v)} for k, v in _flatten(report)]
     create_table_artifact(
-        key=f"{stage}-report", table=rows, description=f"{stage} report (artifact {ref.key[:12]})"
+        key=f"{stage}-report",
+        table=rows,
+        description=f"{stage} report (artifact {ref.key[:12]}{', reused' if reused else ''})",
     )
     md = report.get("markdown")
     if isinstance(md, str):
