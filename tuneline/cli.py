@@ -47,6 +47,16 @@ def _check_stage(name: str | None, option: str) -> str | None:
     return name
 
 
+# Stages whose artifact is records: they have kept/dropped counts (train and evaluate do not).
+RECORD_STAGES = {"ingest", "pii", "dedup", "augment", "format"}
+
+
+def _counts(stage: str, report: dict) -> tuple[str, str]:
+    if stage not in RECORD_STAGES:
+        return "", ""
+    return str(report.get("records_out", "")), str(report.get("records_rejected", ""))
+
+
 def _highlights(stage: str, report: dict) -> str:
     """One line of what a stage did, from its report."""
     bits = []
@@ -112,8 +122,7 @@ def _print_summary(cfg: PipelineConfig, summary: dict) -> None:
             stage,
             "[dim]reused[/dim]" if o["reused"] else "[green]ran[/green]",
             o["ref"]["key"][:12],
-            str(rep.get("records_out", "")),
-            str(rep.get("records_rejected", "")),
+            *_counts(stage, rep),
             f"{o['seconds']:.1f}",
             _highlights(stage, rep),
         )
@@ -139,8 +148,7 @@ def status(config: ConfigArg = None, set_: SetOpt = None) -> None:
         if store.exists(stage, ref.key):
             art = store.open(ref)
             rep, man = art.report, art.manifest
-            t.add_row(stage, ref.short, "[green]done[/green]", str(rep.get("records_out", "")),
-                      str(rep.get("records_rejected", "")), man.get("created", ""))
+            t.add_row(stage, ref.short, "[green]done[/green]", *_counts(stage, rep), man.get("created", ""))
         else:
             t.add_row(stage, ref.short, "[yellow]missing[/yellow]", "", "", "")
     console.print(t)
@@ -156,9 +164,25 @@ def stages() -> None:
         t.add_column(col, overflow="fold")
     for i, mod in enumerate(modules(), 1):
         doc = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
+        doc = doc.removeprefix(f"{mod.STAGE}:").strip()
         t.add_row(str(i), mod.STAGE, ", ".join(mod.INPUTS) or "source files", ", ".join(mod.SECTIONS),
                   str(mod.VERSION), doc)
     console.print(t)
+
+
+@app.command()
+def ui(
+    port: Annotated[int | None, typer.Option("--port", help="Server port (default: a free one).")] = None,
+    worker: Annotated[bool, typer.Option(help="Start a worker on the `tuneline` pool.")] = True,
+) -> None:
+    """Local Prefect server + deployments (prefect.yaml) + worker; prints the UI URL; Ctrl-C stops all."""
+    from tuneline.ui import serve_ui
+
+    try:
+        serve_ui(port=port, worker=worker)
+    except (RuntimeError, TimeoutError) as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from None
 
 
 @app.command("config")
