@@ -35,7 +35,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 ui: install
-	$(BIN)/prefect server start --host 127.0.0.1
+	$(BIN)/tuneline ui
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

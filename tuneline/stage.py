@@ -11,11 +11,20 @@ A stage is a module under ``tasks/`` with:
 - optionally ``source_keys(cfg) -> list[str]``: content hashes of files it reads from outside
   the store (ingest's sources), so editing a file's bytes invalidates the stage;
 - a thin Prefect ``@task`` wrapper that calls ``run_stage``, owning retries and logging.
+
+Fault injection (tests and demos): ``TUNELINE_FAIL=<stage>[:<n>][,<stage>[:<n>]...]`` makes the
+first ``n`` (default 1) attempts of that stage raise ``InjectedFailure`` before it does any work.
+Attempts are counted in ``<artifact_root>/faults/<stage>``, so the count survives task retries
+and new flow runs: with ``run.retries=1``, ``evaluate:1`` fails once and the retry succeeds;
+``evaluate:2`` fails the run, and the next run succeeds. Delete that file to re-arm it. It is an
+environment variable, not a config field, so it never changes an artifact key; a stage whose
+artifact is reused does no work and never fails.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from types import ModuleType
 from typing import Any
@@ -65,6 +74,7 @@ def run_stage(
         stage_logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
         publish_report(mod.STAGE, art.report, art.ref, reused=True)
         return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
+    inject_failure(store, mod.STAGE)
     opened = [store.open(r) for r in inputs]
     stage_logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
     with store.writer(mod.STAGE, key, inputs, stage_config(cfg, mod.SECTIONS)) as out:
@@ -73,6 +83,29 @@ def run_stage(
         report = out.report
     publish_report(mod.STAGE, report, ref)
     return StageOutcome(stage=mod.STAGE, ref=ref, reused=False, seconds=time.time() - t0, report=report)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised by a stage named in ``TUNELINE_FAIL`` (see the module docstring)."""
+
+
+def inject_failure(store: ArtifactStore, stage: str) -> None:
+    """Raises ``InjectedFailure`` if ``TUNELINE_FAIL`` asks ``stage`` to fail this attempt."""
+    spec = os.environ.get("TUNELINE_FAIL", "").strip()
+    wanted = dict((part.strip().split(":") + ["1"])[:2] for part in spec.split(",") if part.strip())
+    if stage not in wanted:
+        return
+    path = f"{store._root_path}/faults/{stage}"
+    store.fs.makedirs(f"{store._root_path}/faults", exist_ok=True)
+    done = int(store.fs.cat_file(path)) if store.fs.exists(path) else 0
+    if done >= int(wanted[stage]):
+        return
+    with store.fs.open(path, "w") as fh:
+        fh.write(str(done + 1))
+    raise InjectedFailure(
+        f"injected failure {done + 1}/{wanted[stage]} of stage {stage!r} (TUNELINE_FAIL={spec!r}); "
+        f"unset TUNELINE_FAIL or delete {path} to stop it"
+    )
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

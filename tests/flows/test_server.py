@@ -1,0 +1,181 @@
+"""The deployments against a REAL Prefect server: deploy, trigger through the API, fail, re-run.
+
+A module fixture starts `prefect server` on a free loopback port (own PREFECT_HOME in tmp),
+creates the `tuneline` process pool, runs `prefect deploy --all` (prefect.yaml) and starts a
+worker, all with the functions `tuneline ui` uses; at the end it kills their process groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterParentFlowRunId,
+)
+from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from tuneline import ui
+from tuneline.artifacts import ArtifactStore
+from tuneline.config import STAGES, load_config
+from tuneline.pipeline import plan_keys
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real server + deployments + worker; yields the API URL, stops every process after."""
+    home = tmp_path_factory.mktemp("prefect-server")
+    procs = []
+    try:
+        proc, api = ui.start_server(home, ui.free_port(), log=home / "server.log")
+        procs.append(proc)
+        ui.wait_healthy(api, proc)
+        # poll often: the default (15 s) would dominate these short runs
+        env = ui.prefect_env(home, api, PREFECT_WORKER_QUERY_SECONDS="1", TUNELINE_PROGRESS="0")
+        ui.ensure_pool(env)
+        ui.deploy_all(env)
+        procs.append(ui.start_worker(env, log=home / "worker.log"))
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api
+    finally:
+        ui.stop(procs)
+        for p in procs:
+            assert p.poll() is not None, f"{p.args} still running"
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory):
+    """The demo config shrunk to seconds: tiny model, 3 steps, private corpus copy and store."""
+    d = tmp_path_factory.mktemp("server-run")
+    shutil.copytree(REPO / "data" / "sample", d / "sample")
+    cfg = load_config(
+        REPO / "deployments" / "demo.yaml",
+        [
+            f"run.artifact_root={d / 'artifacts'}",
+            "run.retries=1",
+            "run.retry_delay_seconds=0",
+            "model.tiny.vocab_size=256",
+            "model.tiny.hidden_size=32",
+            "model.tiny.num_hidden_layers=1",
+            "model.tiny.num_attention_heads=2",
+            "model.tiny.intermediate_size=64",
+            "train.max_steps=3",
+            "evaluate.max_examples=8",
+            "evaluate.num_samples=1",
+            "evaluate.max_new_tokens=4",
+        ],
+    )
+    for s in cfg.ingest.sources:  # absolute: the worker runs flows from the repo directory
+        s.path = str(d / "sample" / Path(s.path).relative_to("data/sample"))
+    return cfg
+
+
+def trigger(name: str, env: dict[str, str] | None = None, **parameters):
+    """Starts a run of deployment ``name`` through the API and waits for its final state."""
+    params = {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
+    return run_deployment(
+        name, parameters=params, job_variables={"env": env or {}}, timeout=240, poll_interval=1, as_subflow=False
+    )
+
+
+def server_artifact_keys(flow_run_id) -> set[str]:
+    """Keys of the artifacts a flow run (and its subflow runs: rerun-stage calls finetune) made."""
+
+    async def read():
+        async with get_client() as client:
+            children = await client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
+            )
+            ids = [flow_run_id, *(c.id for c in children)]
+            arts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            return {a.key for a in arts if a.key}
+
+    return asyncio.run(read())
+
+
+def last_lineage(cfg) -> dict:
+    runs = sorted((Path(cfg.run.artifact_root) / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(runs[-1].read_text())
+
+
+def manifests_created(cfg) -> dict[str, str]:
+    store = ArtifactStore(cfg.run.artifact_root)
+    return {s: store.open(r).manifest["created"] for s, r in plan_keys(cfg).items() if store.exists(s, r.key)}
+
+
+@pytest.fixture(scope="module")
+def full_run(server, tiny_cfg):
+    return trigger("finetune/demo-nightly", config=tiny_cfg)
+
+
+def test_deployments_registered_with_schedule_and_repo_working_dir(server):
+    async def read():
+        async with get_client() as client:
+            return (
+                await client.read_deployment_by_name("finetune/demo-nightly"),
+                await client.read_deployment_by_name("rerun-stage/rerun-stage"),
+            )
+
+    nightly, rerun = asyncio.run(read())
+    assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+    assert nightly.work_pool_name == rerun.work_pool_name == "tuneline"
+    step = nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
+    assert Path(step["directory"]).resolve() == REPO
+
+
+def test_api_triggered_run_completes_with_artifacts_and_reports(full_run, tiny_cfg):
+    assert full_run.state.is_completed(), full_run.state
+    store = ArtifactStore(tiny_cfg.run.artifact_root)
+    assert all(store.exists(s, r.key) for s, r in plan_keys(tiny_cfg).items())
+    assert {f"{s}-report" for s in STAGES} <= server_artifact_keys(full_run.id)
+    lineage = last_lineage(tiny_cfg)
+    assert list(lineage["stages"]) == list(STAGES)
+    assert not any(o["reused"] for o in lineage["stages"].values())
+
+
+def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(full_run, tiny_cfg):
+    assert full_run.state.is_completed()
+    # a new evaluate setting: only evaluate's key changes, so only evaluate has work to do
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.evaluate.num_samples = 0
+    before = manifests_created(cfg)
+    assert set(before) == set(STAGES) - {"evaluate"}
+    fail = {"TUNELINE_FAIL": "evaluate:2"}  # the first attempt and its retry fail
+
+    failed = trigger("finetune/demo-nightly", env=fail, config=cfg)
+    assert failed.state.is_failed(), failed.state
+    faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
+    assert faults.read_text() == "2", "evaluate should have been attempted twice (one retry)"
+    assert "evaluate" not in manifests_created(cfg)
+
+    rerun = trigger("rerun-stage/rerun-stage", env=fail, stage="evaluate", config=cfg)
+    assert rerun.state.is_completed(), rerun.state
+    after = manifests_created(cfg)
+    assert set(after) == set(STAGES)
+    assert {s: after[s] for s in before} == before, "earlier stages must be reused, not rebuilt"
+    lineage = last_lineage(cfg)
+    assert {s: o["reused"] for s, o in lineage["stages"].items()} == {s: s != "evaluate" for s in STAGES}
+    assert "evaluate-report" in server_artifact_keys(rerun.id)
+
+
+def test_transient_failure_succeeds_on_retry(full_run, tiny_cfg):
+    cfg = tiny_cfg.model_copy(deep=True)
+    cfg.evaluate.max_new_tokens = 2  # a new evaluate key: evaluate has work to do
+    faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
+    faults.unlink(missing_ok=True)  # re-arm the injection
+
+    run = trigger("finetune/demo-nightly", env={"TUNELINE_FAIL": "evaluate:1"}, config=cfg)
+    assert run.state.is_completed(), run.state
+    assert faults.read_text() == "1", "the first attempt should have failed and the retry succeeded"
+    assert set(manifests_created(cfg)) == set(STAGES)
