@@ -24,7 +24,7 @@ from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
 from tuneline.config import PipelineConfig
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.records import load_jsonl_gz
-from tuneline.stage import StageOutcome, run_stage, stage_logger
+from tuneline.stage import ProgressArtifact, StageOutcome, run_stage, stage_logger
 
 STAGE = "train"
 VERSION = 1
@@ -144,16 +144,28 @@ def sft_config(cfg: PipelineConfig, output_dir: str):
 
 
 def step_logger():
-    """A callback that logs each loss line, so the Prefect UI shows training move."""
+    """A callback that logs each loss line and moves the ``train-progress`` artifact, so the
+    Prefect UI shows training move."""
     from transformers import TrainerCallback
 
     logger = stage_logger()
 
     class LogLoss(TrainerCallback):
+        bar: ProgressArtifact | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = ProgressArtifact(STAGE, f"training: 0/{state.max_steps} steps")
+
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
                 step, total, loss = state.global_step, state.max_steps, logs["loss"]
                 logger.info("train: step %d/%d loss %.4f", step, total, loss)
+                if self.bar:
+                    self.bar.update(100 * step / max(total, 1), f"training: {step}/{total} steps, loss {loss:.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar:
+                self.bar.update(100.0, f"trained: {state.global_step} steps")
 
     return LogLoss()
 

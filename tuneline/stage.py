@@ -123,15 +123,40 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return rows
 
 
-def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
-    """Shows the report in the Prefect UI as a keyed table artifact (no-op outside a run)."""
+def in_prefect_run() -> bool:
     try:
-        from prefect.artifacts import create_markdown_artifact, create_table_artifact
         from prefect.context import get_run_context
 
         get_run_context()
-    except Exception:
+        return True
+    except Exception:  # MissingContextError, or Prefect not importable: a plain call
+        return False
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact (``<stage>-progress``) that a long stage moves as it works;
+    does nothing outside a Prefect run, so unit tests never reach for an API."""
+
+    def __init__(self, stage: str, description: str):
+        self.id = None
+        if in_prefect_run():
+            from prefect.artifacts import create_progress_artifact
+
+            self.id = create_progress_artifact(progress=0.0, key=f"{stage}-progress", description=description)
+
+    def update(self, percent: float, description: str | None = None) -> None:
+        if self.id is not None:
+            from prefect.artifacts import update_progress_artifact
+
+            update_progress_artifact(self.id, progress=min(100.0, percent), description=description)
+
+
+def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
+    """Shows the report in the Prefect UI as a keyed table artifact (no-op outside a run)."""
+    if not in_prefect_run():
         return
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
     rows = [{"metric": k, "value": str(v)} for k, v in _flatten(report)]
     create_table_artifact(
         key=f"{stage}-report",

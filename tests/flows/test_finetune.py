@@ -85,6 +85,14 @@ def test_demo_runs_every_stage_and_filters_do_their_work(first_run):
     ev = art["evaluate"].report
     assert ev["tuned"]["loss"] < ev["base"]["loss"]
 
+    # training moved its progress artifact in the UI, ending at 100%
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        bars = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["train-progress"])))
+    assert bars and bars[0].data == 100.0 and "trained:" in (bars[0].description or "")
+
     # nothing vanished: every record read is kept or rejected with a reason, stage by stage
     ingest_counts = art["ingest"].manifest["counts"]
     assert ingest_counts["data"] + ingest_counts["rejected"] == art["ingest"].report["records_read"]
