@@ -13,8 +13,8 @@ import pytest
 
 from tasks import augment
 from tests.support.openai_server import QUERY_TEMPLATES, serve
-from tuneline.artifacts import ArtifactStore
-from tuneline.config import AugmentConfig, PipelineConfig, TeacherConfig, stage_config
+from tests.support.stages import input_artifact, run_plain
+from tuneline.config import AugmentConfig, PipelineConfig, TeacherConfig
 from tuneline.records import Message, Record, record_id
 
 KEY_ENV = "TUNELINE_TEST_TEACHER_KEY"
@@ -60,16 +60,9 @@ def not_seeds() -> list[Record]:
 
 
 def run_stage(store_root: str, records: list[Record], augment_cfg: AugmentConfig):
-    """Writes `records` as a dedup artifact, runs augment.run on it, returns (output, input ids)."""
-    store = ArtifactStore(store_root)
-    with store.writer("dedup", "0" * 64, [], {}) as w:
-        w.write_all(records)
-        ref = w.commit()
-    cfg = PipelineConfig(augment=augment_cfg)
-    with store.writer("augment", "1" * 64, [ref], stage_config(cfg, augment.SECTIONS)) as out:
-        augment.run([store.open(ref)], cfg, out)
-        out_ref = out.commit()
-    return store.open(out_ref)
+    """Writes `records` as a dedup artifact, runs augment.run on it, returns the output."""
+    cfg = PipelineConfig(run={"artifact_root": store_root}, augment=augment_cfg)
+    return run_plain(augment, cfg, [input_artifact(store_root, "dedup", records)])
 
 
 def by_source(art) -> tuple[list[Record], list[Record]]:

@@ -7,7 +7,8 @@ import json
 import random
 
 from tasks import dedup
-from tuneline.artifacts import Artifact, ArtifactStore
+from tests.support.stages import input_artifact, run_plain
+from tuneline.artifacts import Artifact
 from tuneline.config import PipelineConfig
 from tuneline.records import Message, Record
 
@@ -35,23 +36,10 @@ def edited(text: str, positions: tuple[int, ...] = (40, 150, 260)) -> str:
     return " ".join(words)
 
 
-def make_input(root, records: list[Record]) -> Artifact:
-    store = ArtifactStore(root)
-    with store.writer("pii", "0" * 64, [], {}) as w:
-        w.write_all(records)
-        ref = w.commit()
-    return store.open(ref)
-
-
 def run_dedup(root, records: list[Record], **dedup_cfg) -> Artifact:
     """Runs the plain stage function on ``records`` and returns the committed artifact."""
-    cfg = PipelineConfig.model_validate({"dedup": dedup_cfg})
-    art = make_input(root, records)
-    store = ArtifactStore(root)
-    with store.writer("dedup", "1" * 64, [art.ref], cfg.dedup) as out:
-        dedup.run([art], cfg, out)
-        ref = out.commit()
-    return store.open(ref)
+    cfg = PipelineConfig.model_validate({"run": {"artifact_root": str(root)}, "dedup": dedup_cfg})
+    return run_plain(dedup, cfg, [input_artifact(str(root), "pii", records)])
 
 
 def rejected_by_id(art: Artifact) -> dict[str, dict]:

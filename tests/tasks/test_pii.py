@@ -7,7 +7,8 @@ import re
 import pytest
 
 from tasks import pii
-from tuneline.artifacts import Artifact, ArtifactStore
+from tests.support.stages import input_artifact, run_plain
+from tuneline.artifacts import Artifact
 from tuneline.config import PipelineConfig
 from tuneline.records import Message, Record
 
@@ -52,23 +53,10 @@ def planted() -> list[Record]:
     ]
 
 
-def make_input(root, records: list[Record]) -> Artifact:
-    store = ArtifactStore(root)
-    with store.writer("ingest", "0" * 64, [], {}) as w:
-        w.write_all(records)
-        ref = w.commit()
-    return store.open(ref)
-
-
 def run_pii(root, records: list[Record], **pii_cfg) -> Artifact:
     """Runs the plain stage function on ``records`` and returns the committed artifact."""
-    cfg = PipelineConfig.model_validate({"pii": pii_cfg})
-    art = make_input(root, records)
-    store = ArtifactStore(root)
-    with store.writer("pii", "1" * 64, [art.ref], cfg.pii) as out:
-        pii.run([art], cfg, out)
-        ref = out.commit()
-    return store.open(ref)
+    cfg = PipelineConfig.model_validate({"run": {"artifact_root": str(root)}, "pii": pii_cfg})
+    return run_plain(pii, cfg, [input_artifact(str(root), "ingest", records)])
 
 
 def everything(art: Artifact) -> str:
