@@ -26,7 +26,15 @@ def finetune(
     to_stage: StageName | None = None,
     force: list[StageName] | None = None,
 ) -> dict:
-    """Runs the lifecycle on ``config``; ``only``/``from_stage``/``to_stage``/``force`` pick stages."""
+    """Runs the lifecycle on ``config``; stages whose artifacts exist for it are reused.
+
+    Args:
+        config: The pipeline config: one section per stage (a deployment pre-fills its own file).
+        only: Run just this stage; its inputs must already be stored.
+        from_stage: Run from this stage on; the earlier ones must already be stored.
+        to_stage: Stop after this stage.
+        force: Recompute these stages (and the ones after them) even if their artifacts exist.
+    """
     step = StageRunner(config, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
     raw = step(ingest)
     scrubbed = step(pii, raw)

@@ -21,7 +21,14 @@ def rerun_stage(
     force: bool = False,
     to_end: bool = True,
 ) -> dict:
-    """Runs ``stage`` (and the stages after it when ``to_end``) on top of stored artifacts."""
+    """Runs ``stage`` (and the stages after it when ``to_end``) on top of stored artifacts.
+
+    Args:
+        stage: The stage to re-run, e.g. the one that failed.
+        config: The config of the run being repaired (the stages before ``stage`` must be stored for it).
+        force: Recompute ``stage`` even if its artifact exists (e.g. after changing code or data outside the config).
+        to_end: Also run the stages after ``stage``; off runs ``stage`` alone.
+    """
     if to_end:
         return finetune(config=config, from_stage=stage, force=[stage] if force else [])
     return finetune(config=config, only=stage, force=[stage] if force else [])

@@ -185,6 +185,33 @@ def ui(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def deployments(
+    check: Annotated[bool, typer.Option("--check", help="Only report drift; exit 1 if prefect.yaml is stale.")] = False,
+) -> None:
+    """Sync prefect.yaml's deployments with deployments/*.yaml (one deployment per config)."""
+    from tuneline.deployments import sync
+    from tuneline.ui import REPO
+
+    try:
+        res = sync(REPO, check=check)
+    except (ConfigError, ValueError) as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    verb = "would " if check else ""
+    for name in res.added:
+        console.print(f"{verb}add deployment [bold]{name}[/bold] (deployments/{name}.yaml)")
+    for name in res.updated:
+        console.print(f"{verb}update the config parameter of [bold]{name}[/bold] from deployments/{name}.yaml")
+    for name in res.orphaned:
+        err.print(f"[yellow]deployment {name!r} runs finetune but deployments/{name}.yaml does not exist[/yellow]")
+    if not res.changed:
+        console.print("prefect.yaml is in step with deployments/*.yaml")
+    elif check:
+        err.print("prefect.yaml is stale: run `tuneline deployments`, then `prefect deploy --all`")
+        raise typer.Exit(1)
+
+
 @app.command("config")
 def show_config(
     config: ConfigArg = None,

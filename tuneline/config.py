@@ -159,7 +159,7 @@ class PIIConfig(Section):
     )
     operator: Literal["replace", "mask", "hash", "redact"] = Field(
         default="replace",
-        description="replace: <ENTITY>; mask: ****; hash: sha256 of the value; redact: remove.",
+        description="replace: `<ENTITY>`; mask: `****`; hash: sha256 of the value; redact: remove.",
     )
     score_threshold: float = Field(default=0.5, ge=0, le=1, description="Minimum recognizer confidence.")
     allow_list: list[str] = Field(

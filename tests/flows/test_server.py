@@ -1,8 +1,7 @@
 """The deployments against a REAL Prefect server: deploy, trigger through the API, fail, re-run.
 
-A module fixture starts `prefect server` on a free loopback port (own PREFECT_HOME in tmp),
-creates the `tuneline` process pool, runs `prefect deploy --all` (prefect.yaml) and starts a
-worker, all with the functions `tuneline ui` uses; at the end it kills their process groups.
+The `server` fixture (tests/flows/conftest.py) starts `prefect server`, deploys prefect.yaml
+and starts a worker, with the functions `tuneline ui` uses.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 from prefect.deployments import run_deployment
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from tuneline import ui
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import STAGES, load_config
 from tuneline.pipeline import plan_keys
@@ -30,28 +27,6 @@ from tuneline.pipeline import plan_keys
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real server + deployments + worker; yields the API URL, stops every process after."""
-    home = tmp_path_factory.mktemp("prefect-server")
-    procs = []
-    try:
-        proc, api = ui.start_server(home, ui.free_port(), log=home / "server.log")
-        procs.append(proc)
-        ui.wait_healthy(api, proc)
-        # poll often: the default (15 s) would dominate these short runs
-        env = ui.prefect_env(home, api, PREFECT_WORKER_QUERY_SECONDS="1", TUNELINE_PROGRESS="0")
-        ui.ensure_pool(env)
-        ui.deploy_all(env)
-        procs.append(ui.start_worker(env, log=home / "worker.log"))
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            yield api
-    finally:
-        ui.stop(procs)
-        for p in procs:
-            assert p.poll() is not None, f"{p.args} still running"
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +91,24 @@ def manifests_created(cfg) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def full_run(server, tiny_cfg):
-    return trigger("finetune/demo-nightly", config=tiny_cfg)
+    return trigger("finetune/demo", config=tiny_cfg)
 
 
 def test_deployments_registered_with_schedule_and_repo_working_dir(server):
+    configs = sorted((REPO / "deployments").glob("*.yaml"))
+
     async def read():
         async with get_client() as client:
             return (
-                await client.read_deployment_by_name("finetune/demo-nightly"),
+                {c.stem: await client.read_deployment_by_name(f"finetune/{c.stem}") for c in configs},
                 await client.read_deployment_by_name("rerun-stage/rerun-stage"),
             )
 
-    nightly, rerun = asyncio.run(read())
+    per_config, rerun = asyncio.run(read())
+    # one deployment per config file, whose run form opens with exactly that file's config
+    for c in configs:
+        assert per_config[c.stem].parameters["config"] == load_config(c).model_dump(mode="json"), c.name
+    nightly = per_config["demo"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     assert nightly.work_pool_name == rerun.work_pool_name == "tuneline"
     step = nightly.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
@@ -153,7 +134,7 @@ def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(full_run, ti
     assert set(before) == set(STAGES) - {"evaluate"}
     fail = {"TUNELINE_FAIL": "evaluate:2"}  # the first attempt and its retry fail
 
-    failed = trigger("finetune/demo-nightly", env=fail, config=cfg)
+    failed = trigger("finetune/demo", env=fail, config=cfg)
     assert failed.state.is_failed(), failed.state
     faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
     assert faults.read_text() == "2", "evaluate should have been attempted twice (one retry)"
@@ -175,7 +156,7 @@ def test_transient_failure_succeeds_on_retry(full_run, tiny_cfg):
     faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
     faults.unlink(missing_ok=True)  # re-arm the injection
 
-    run = trigger("finetune/demo-nightly", env={"TUNELINE_FAIL": "evaluate:1"}, config=cfg)
+    run = trigger("finetune/demo", env={"TUNELINE_FAIL": "evaluate:1"}, config=cfg)
     assert run.state.is_completed(), run.state
     assert faults.read_text() == "1", "the first attempt should have failed and the retry succeeded"
     assert set(manifests_created(cfg)) == set(STAGES)

@@ -1,0 +1,143 @@
+"""The Prefect UI in a real browser: find the deployment, fill the run form, watch the run finish.
+
+Playwright drives Debian's Chromium (/usr/bin/chromium, from `apt-get install chromium`; no
+`playwright install`, which would download a browser) against the real server of the `server`
+fixture. Chromium runs headless, without its sandbox (CI runs as root), and with background
+networking and component updates off: this machine has no internet, and those would only fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from tuneline.artifacts import ArtifactStore
+from tuneline.config import STAGES, PipelineConfig
+from tuneline.pipeline import plan_keys
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = os.environ.get("TUNELINE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",  # root in CI containers; the sandbox needs user namespaces
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",  # no internet here: no update checks, no safe-browsing lists
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+]
+
+# The run form nests each pydantic model as a card: a property's children sit under its body.
+TOP = ".schema-input > .schema-form-property-object > .schema-form-properties > .schema-form-property"
+CHILD = ":scope > .p-label__body > fieldset > .p-card > .p-card-content > .schema-form-properties > .schema-form-property"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        msg = f"no Chromium at {CHROMIUM}: `apt-get install chromium` (Debian's package; .ci/run does)"
+        if os.environ.get("TUNELINE_BROWSER_REQUIRED"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    ctx.close()
+
+
+def prop(form, *labels: str):
+    """The run-form property at ``labels`` (e.g. "config", "Pii", "Operator"), one level each."""
+    scope, sel = form, TOP
+    for label in labels:
+        header = form.page.locator(
+            ":scope > .p-label__header .schema-form-property__label",
+            has_text=re.compile(rf"^{re.escape(label)}( \(Optional\))?$"),
+        )
+        scope, sel = scope.locator(sel).filter(has=header), CHILD
+    return scope
+
+
+def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    ui_url = server.removesuffix("/api")
+    root = tmp_path / "artifacts"
+
+    # find the deployment, open its custom-run form
+    page.goto(f"{ui_url}/deployments")
+    page.get_by_role("link", name="demo", exact=True).click()
+    page.wait_for_url("**/deployments/deployment/**")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run").click()
+    page.wait_for_url(re.compile(r"/run(\?|$)"))
+    form = page.locator("form")
+
+    # the form is PipelineConfig: a section per stage with its description, pre-filled from
+    # deployments/demo.yaml, and Literal fields as dropdowns of their values
+    pii = prop(form, "config", "Pii")
+    expect(pii.locator(":scope > .p-label__header")).to_contain_text("PII scrubbing with Presidio.")
+    expect(prop(form, "config", "Run", "Name").locator("textarea")).to_have_value("demo")
+    operator = prop(form, "config", "Pii", "Operator").locator("button.p-select-button__control")
+    operator.press("ArrowDown")  # opens the dropdown
+    expect(page.get_by_role("option")).to_have_text(["replace", "mask", "hash", "redact"])
+    page.get_by_role("option", name="mask", exact=True).click()
+    expect(operator).to_have_text("mask")
+
+    # the changed parameters: a private store, a short training, masked PII
+    page.locator(".flow-run-name-input input").fill("from-the-browser")
+    prop(form, "config", "Run", "Name").locator("textarea").fill("browser-run")
+    prop(form, "config", "Run", "Artifact Root").locator("textarea").fill(str(root))
+    prop(form, "config", "Train", "Max Steps").locator("input").fill("2")
+    prop(form, "config", "Evaluate", "Num Samples").locator("input").fill("1")
+
+    # invalid input is refused with a message naming the field; no run is created
+    eval_fraction = prop(form, "config", "Format", "Eval Fraction").locator("input")
+    eval_fraction.fill("1.5")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_text("Validation failed for field 'config.format.eval_fraction'").first).to_be_visible()
+    assert re.search(r"/run(\?|$)", page.url), "an invalid form must not start a run"
+    eval_fraction.fill("0.15")
+
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url(re.compile(r"/deployments/deployment/[^/?]+(\?tab=Runs)?$"))
+    page.get_by_role("link", name="from-the-browser").first.click()
+    page.wait_for_url("**/runs/flow-run/**")
+    run_id = page.url.rstrip("/").split("/")[-1]
+    expect(page.locator(".state-badge.state--completed").first).to_be_visible(timeout=300_000)
+    page.get_by_text("Artifacts", exact=True).first.click()
+    expect(page.get_by_text("evaluate-report", exact=True).first).to_be_visible()
+
+    # the run used what the form said
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+    assert run.state.is_completed(), run.state
+    assert run.name == "from-the-browser"
+    cfg_json = run.parameters["config"]
+    assert cfg_json["run"]["name"] == "browser-run"
+    assert cfg_json["pii"]["operator"] == "mask"
+    assert cfg_json["train"]["max_steps"] == 2
+
+    # ... and its effects are in the store it named: all seven artifacts, PII masked not replaced
+    cfg = PipelineConfig.model_validate(cfg_json)
+    store = ArtifactStore(root)
+    keys = plan_keys(cfg)
+    assert all(store.exists(s, keys[s].key) for s in STAGES)
+    texts = [r.joined_text() for r in store.open(keys["pii"]).records()]
+    assert any("*****" in t for t in texts)
+    assert not any("<EMAIL_ADDRESS>" in t or "<PERSON>" in t for t in texts)
