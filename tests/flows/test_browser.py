@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
+from tests.support.server_runs import last_lineage, manifests_created, shrunk_demo_config, trigger
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import STAGES, PipelineConfig
 from tuneline.pipeline import plan_keys
@@ -141,3 +142,28 @@ def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page,
     texts = [r.joined_text() for r in store.open(keys["pii"]).records()]
     assert any("*****" in t for t in texts)
     assert not any("<EMAIL_ADDRESS>" in t or "<PERSON>" in t for t in texts)
+
+
+def test_failed_run_retried_from_the_ui_reuses_its_finished_stages(page, server, tmp_path):
+    from playwright.sync_api import expect
+
+    cfg = shrunk_demo_config(tmp_path)
+    # evaluate fails on its attempt and on its task retry: the flow run fails in its last stage
+    failed = trigger("finetune/demo", env={"TUNELINE_FAIL": "evaluate:2"}, config=cfg)
+    assert failed.state.is_failed(), failed.state
+    before = manifests_created(cfg)
+    assert set(before) == set(STAGES) - {"evaluate"}
+
+    page.goto(f"{server.removesuffix('/api')}/runs/flow-run/{failed.id}")
+    expect(page.locator(".state-badge.state--failed").first).to_be_visible()
+    page.get_by_role("button", name="Retry", exact=True).click()
+    # Prefect warns that task runs without a persisted result run again: they do, and each
+    # finds its stage's artifact by content key and returns at once
+    page.get_by_role("dialog").get_by_role("button", name="Retry", exact=True).click()
+    expect(page.locator(".state-badge.state--completed").first).to_be_visible(timeout=240_000)
+
+    after = manifests_created(cfg)
+    assert set(after) == set(STAGES)
+    assert {s: after[s] for s in before} == before, "the retry must reuse the stages that finished"
+    lineage = last_lineage(cfg)
+    assert {s: o["reused"] for s, o in lineage["stages"].items()} == {s: s != "evaluate" for s in STAGES}
