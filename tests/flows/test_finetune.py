@@ -150,3 +150,15 @@ def test_only_reruns_just_that_stage_when_forced(first_run):
         "ingest": True, "pii": True, "dedup": True, "augment": True,
         "format": True, "train": True, "evaluate": False,
     }
+
+
+def test_force_recomputes_the_stage_and_those_that_depend_on_it(first_run):
+    cfg, _ = first_run
+    store = ArtifactStore(cfg.run.artifact_root)
+    keys = plan_keys(cfg)
+    created = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
+    summary = finetune(config=cfg, force=["format"])
+    assert outcomes(summary) == {s: s not in ("format", "train", "evaluate") for s in STAGES}
+    again = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
+    # same keys (same config), rebuilt in place: upstream untouched, format and after new
+    assert {s for s in STAGES if again[s] != created[s]} == {"format", "train", "evaluate"}
