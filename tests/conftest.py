@@ -36,3 +36,12 @@ def shared_data() -> Path:
 @pytest.fixture
 def store_root(tmp_path: Path) -> str:
     return str(tmp_path / "artifacts")
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One temporary Prefect API (SQLite) for every test that runs a flow in-process."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -16,8 +16,11 @@ Layout of one artifact::
 
 A writer fills a private staging directory and renames it into place in one step, so a crash
 at any point leaves either the whole artifact or nothing. The root is an fsspec URL: a local
-path by default, ``s3://bucket/prefix`` and friends for shared storage; remote artifacts are
-uploaded whole before their manifest, and read through a local cache.
+path by default, ``s3://bucket/prefix`` and friends for shared storage. A remote artifact is
+uploaded whole before its manifest (the manifest's upload is what publishes it), and read
+through a local cache (``$TUNELINE_CACHE``, default ``~/.cache/tuneline``): its manifest and
+report are read on their own, its files are downloaded on first use of ``Artifact.path``, and
+a cached copy is used only while its manifest matches the store's.
 """
 
 from __future__ import annotations
@@ -91,11 +94,16 @@ class ArtifactStore:
         self.root = str(root).rstrip("/")
         self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
         self.local = isinstance(self.fs, LocalFileSystem)
-        self.cache_dir = (
-            Path(self._root_path)
-            if self.local
-            else Path(os.environ.get("TUNELINE_CACHE", Path.home() / ".cache" / "tuneline"))
-        )
+        if self.local:
+            self.cache_dir = Path(self._root_path)
+        else:
+            # Other machines publish into a shared root: a cached directory listing would hide
+            # their artifacts (or show replaced ones), so every existence check asks the store.
+            self.fs, self._root_path = fsspec.core.url_to_fs(self.root, use_listings_cache=False)
+            base = Path(os.environ.get("TUNELINE_CACHE") or Path.home() / ".cache" / "tuneline")
+            scheme = self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol
+            # One cache folder per root, so two roots never mix copies of the same key.
+            self.cache_dir = base / scheme / self._root_path.strip("/")
 
     # -- addressing --
 
@@ -126,38 +134,123 @@ class ArtifactStore:
 
     # -- reading --
 
+    def _missing(self, stage: str, key: str) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"artifact {stage}/{key[:12]} is missing or incomplete under {self.root}; "
+            f"run the `{stage}` stage first (tuneline run --only {stage})"
+        )
+
     def open(self, ref: ArtifactRef) -> Artifact:
         stage, key = ref.stage, ref.key
         if not self.exists(stage, key):
-            raise FileNotFoundError(
-                f"artifact {stage}/{key[:12]} is missing or incomplete under {self.root}; "
-                f"run the `{stage}` stage first (tuneline run --only {stage})"
-            )
+            raise self._missing(stage, key)
         if self.local:
             return Artifact(ref, Path(self._dir(stage, key)))
+        return Artifact(ref, store=self)  # files come down on first use of .path
+
+    def read_remote(self, ref: ArtifactRef, name: str) -> bytes:
+        """One file of a remote artifact, without fetching the rest (its manifest, its report)."""
+        return self.fs.cat_file(f"{self._dir(ref.stage, ref.key)}/{name}")
+
+    def fetch(self, ref: ArtifactRef) -> Path:
+        """The local copy of a remote artifact: the cached one while its manifest matches the
+        store's, else the files the manifest lists, downloaded into a private directory that is
+        renamed into place with the manifest last (so a crash never leaves a copy that looks whole)."""
+        stage, key = ref.stage, ref.key
+        try:
+            manifest = self.read_remote(ref, "manifest.json")
+        except FileNotFoundError:
+            raise self._missing(stage, key) from None
         local = self.cache_dir / stage / key
-        if not (local / "manifest.json").exists():
-            tmp = local.with_name(f".{key}.{uuid.uuid4().hex[:8]}")
-            self.fs.get(self._dir(stage, key) + "/", str(tmp), recursive=True)
-            tmp.rename(local)
-        return Artifact(ref, local)
+        if _same_manifest(local, manifest):
+            return local
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=local.parent))
+        try:
+            files = json.loads(manifest)["files"]
+            for name in files:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            if files:
+                remote = self._dir(stage, key)
+                self.fs.get([f"{remote}/{n}" for n in files], [str(tmp / n) for n in files])
+            (tmp / "manifest.json").write_bytes(manifest)
+            _place(tmp, local, manifest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when it was renamed into place
+        return local
+
+
+def _same_manifest(local: Path, manifest: bytes) -> bool:
+    p = local / "manifest.json"
+    return p.is_file() and p.read_bytes() == manifest
+
+
+def _place(tmp: Path, local: Path, manifest: bytes) -> None:
+    """Renames a complete copy ``tmp`` into the cache at ``local``, replacing a stale copy (the
+    artifact was rewritten by a forced re-run) but keeping a current one another process put there."""
+    if local.exists():
+        if _same_manifest(local, manifest):
+            return
+        old = local.with_name(f".{local.name[:12]}.old.{uuid.uuid4().hex[:8]}")
+        try:
+            local.rename(old)
+        except FileNotFoundError:  # another process moved it away first
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(local)
+    except OSError:  # another process renamed its copy into place between our check and ours
+        if not _same_manifest(local, manifest):
+            raise
 
 
 class Artifact:
-    """A complete artifact on local disk, read-only."""
+    """A complete artifact, read-only. A local one is read in place; a remote one (``store``
+    given, no ``path``) reads its manifest and report from the store and is fetched into the
+    local cache on first use of ``path``, so reusing a stage or showing its report downloads no data."""
 
-    def __init__(self, ref: ArtifactRef, path: Path):
+    def __init__(self, ref: ArtifactRef, path: Path | None = None, store: ArtifactStore | None = None):
+        if path is None and store is None:
+            raise ValueError("an Artifact needs its local path or the store to fetch it from")
         self.ref = ref
-        self.path = path
+        self._path = path
+        self._store = store
+        self._small: dict[str, bytes | None] = {}
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            assert self._store is not None
+            self._path = self._store.fetch(self.ref)
+        return self._path
+
+    def _read_small(self, name: str) -> bytes | None:
+        """A small top-level file, or None when the artifact has none."""
+        if self._path is not None:
+            p = self._path / name
+            return p.read_bytes() if p.exists() else None
+        if name not in self._small:
+            assert self._store is not None
+            try:
+                self._small[name] = self._store.read_remote(self.ref, name)
+            except FileNotFoundError:
+                self._small[name] = None
+        return self._small[name]
 
     @property
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.path / "manifest.json").read_text())
+        if self._path is not None:
+            return json.loads((self._path / "manifest.json").read_text())
+        body = self._read_small("manifest.json")
+        if body is None:
+            assert self._store is not None
+            raise self._store._missing(self.ref.stage, self.ref.key)
+        return json.loads(body)
 
     @property
     def report(self) -> dict[str, Any]:
-        p = self.path / "report.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        body = self._read_small("report.json")
+        return json.loads(body) if body is not None else {}
 
     def _rows(self, sub: str) -> Iterator[dict[str, Any]]:
         for shard in sorted((self.path / sub).glob("*.jsonl.gz")):
@@ -188,7 +281,11 @@ class ArtifactWriter:
             parent.mkdir(parents=True, exist_ok=True)
             self.path = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=parent))
         else:
-            self.path = Path(tempfile.mkdtemp(prefix=f"tuneline-{stage}-"))
+            # Staged in the local cache: after the upload it is renamed into place there as this
+            # machine's copy, so the next stage reads it without downloading it again.
+            parent = store.cache_dir / stage
+            parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=parent))
         self.report: dict[str, Any] = {}
         self._buffers: dict[str, list[dict[str, Any]]] = {"data": [], "rejected": []}
         self._shards: dict[str, int] = {"data": 0, "rejected": 0}
@@ -269,12 +366,18 @@ class ArtifactWriter:
                 shutil.rmtree(old, ignore_errors=True)
             self.path.rename(final_p)
         else:
-            if store.fs.exists(final):
-                store.fs.rm(final, recursive=True)
-            store.fs.put(str(self.path) + "/", final, recursive=True)
-            with store.fs.open(f"{final}/manifest.json", "w") as fh:  # last: publishes
-                fh.write(json.dumps(manifest, indent=2))
-            shutil.rmtree(self.path, ignore_errors=True)
+            fs, body = store.fs, json.dumps(manifest, indent=2).encode()
+            # A forced re-run replaces the artifact. Unpublish the old one first (manifest, then
+            # the rest) so a reader elsewhere sees it missing, never a mix of old and new files.
+            if fs.exists(f"{final}/manifest.json"):
+                fs.rm_file(f"{final}/manifest.json")
+            if fs.exists(final):
+                fs.rm(final, recursive=True)
+            fs.put(str(self.path) + "/", final, recursive=True)
+            fs.pipe_file(f"{final}/manifest.json", body)  # last: publishes
+            (self.path / "manifest.json").write_bytes(body)
+            _place(self.path, store.cache_dir / self.stage / self.key, body)
+            shutil.rmtree(self.path, ignore_errors=True)  # gone already unless a current copy was cached
         self.committed = True
         return store.ref(self.stage, self.key)
 

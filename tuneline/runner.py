@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -78,7 +79,9 @@ class StageRunner:
 
 
 def write_lineage(store: ArtifactStore, summary: dict[str, Any]) -> None:
-    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}.json"
+    # Machines sharing a root can finish runs in the same second with the same pid (pid 1 in
+    # containers): a random suffix keeps one run from overwriting another's record.
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
     body = json.dumps(summary, indent=2, default=str)
     if store.local:
         d = Path(store._root_path) / "runs"
@@ -88,5 +91,4 @@ def write_lineage(store: ArtifactStore, summary: dict[str, Any]) -> None:
             fh.write(body)
         os.replace(tmp, d / name)
     else:
-        with store.fs.open(f"{store._root_path}/runs/{name}", "w") as fh:
-            fh.write(body)
+        store.fs.pipe_file(f"{store._root_path}/runs/{name}", body.encode())  # one object, whole or absent

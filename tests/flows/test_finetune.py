@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.finetune import finetune
 from tuneline.artifacts import ArtifactRef, ArtifactStore
@@ -19,12 +18,6 @@ from tuneline.runner import MissingArtifact
 pytestmark = pytest.mark.slow
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
-
-
-@pytest.fixture(scope="session")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
