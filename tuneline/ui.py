@@ -165,7 +165,11 @@ def serve_ui(port: int | None = None, home: Path | None = None, worker: bool = T
         procs.append(server)
         print(f"starting Prefect server on 127.0.0.1:{port} (log: {home / 'server.log'}) ...", flush=True)
         wait_healthy(api, server)
-        env = prefect_env(home, api)
+        # the worker asks the local server for new runs every 2 s (Prefect's default, 15 s, is
+        # for remote servers): a run started in the UI begins at once; set it to override
+        env = prefect_env(
+            home, api, PREFECT_WORKER_QUERY_SECONDS=os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")
+        )
         ensure_pool(env)
         deploy_all(env)
         if worker:
