@@ -3,13 +3,12 @@
 `server` starts `prefect server` on a free loopback port (its own PREFECT_HOME in tmp), creates
 the `tuneline` process pool, runs `prefect deploy --all` (prefect.yaml) and starts a worker, all
 with the functions `tuneline ui` uses; at the end it kills their process groups and checks that
-none is left running.
+none is left running. It yields the API URL; tests talk to it through `on(api)`.
 """
 
 from __future__ import annotations
 
 import pytest
-from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tuneline import ui
 
@@ -28,8 +27,9 @@ def server(tmp_path_factory):
         ui.ensure_pool(env)
         ui.deploy_all(env)
         procs.append(ui.start_worker(env, log=home / "worker.log"))
-        with temporary_settings(updates={PREFECT_API_URL: api}):
-            yield api
+        # No process-wide PREFECT_API_URL: tests/flows/test_finetune.py's harness may be entered
+        # later and stay innermost; the helpers in tests/support/server_runs.py take `api`.
+        yield api
     finally:
         ui.stop(procs)
         for p in procs:

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from prefect.client.orchestration import get_client
 
-from tests.support.server_runs import last_lineage, manifests_created, shrunk_demo_config, trigger
+from tests.support.server_runs import (
+    last_lineage,
+    manifests_created,
+    on,
+    shrunk_demo_config,
+    trigger,
+)
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import STAGES, PipelineConfig
 from tuneline.pipeline import plan_keys
@@ -125,7 +131,7 @@ def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page,
     expect(page.get_by_text("evaluate-report", exact=True).first).to_be_visible()
 
     # the run used what the form said
-    with get_client(sync_client=True) as client:
+    with on(server), get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
     assert run.state.is_completed(), run.state
     assert run.name == "from-the-browser"
@@ -149,7 +155,7 @@ def test_failed_run_retried_from_the_ui_reuses_its_finished_stages(page, server,
 
     cfg = shrunk_demo_config(tmp_path)
     # evaluate fails on its attempt and on its task retry: the flow run fails in its last stage
-    failed = trigger("finetune/demo", env={"TUNELINE_FAIL": "evaluate:2"}, config=cfg)
+    failed = trigger(server, "finetune/demo", env={"TUNELINE_FAIL": "evaluate:2"}, config=cfg)
     assert failed.state.is_failed(), failed.state
     before = manifests_created(cfg)
     assert set(before) == set(STAGES) - {"evaluate"}

@@ -15,6 +15,7 @@ from prefect.client.orchestration import get_client
 from tests.support.server_runs import (
     last_lineage,
     manifests_created,
+    on,
     server_artifact_keys,
     shrunk_demo_config,
     trigger,
@@ -35,7 +36,7 @@ def tiny_cfg(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def full_run(server, tiny_cfg):
-    return trigger("finetune/demo", config=tiny_cfg)
+    return trigger(server, "finetune/demo", config=tiny_cfg)
 
 
 def test_deployments_registered_with_schedule_and_repo_working_dir(server):
@@ -48,7 +49,8 @@ def test_deployments_registered_with_schedule_and_repo_working_dir(server):
                 await client.read_deployment_by_name("rerun-stage/rerun-stage"),
             )
 
-    per_config, rerun = asyncio.run(read())
+    with on(server):
+        per_config, rerun = asyncio.run(read())
     # one deployment per config file, whose run form opens with exactly that file's config
     for c in configs:
         assert per_config[c.stem].parameters["config"] == load_config(c).model_dump(mode="json"), c.name
@@ -59,17 +61,17 @@ def test_deployments_registered_with_schedule_and_repo_working_dir(server):
     assert Path(step["directory"]).resolve() == REPO
 
 
-def test_api_triggered_run_completes_with_artifacts_and_reports(full_run, tiny_cfg):
+def test_api_triggered_run_completes_with_artifacts_and_reports(server, full_run, tiny_cfg):
     assert full_run.state.is_completed(), full_run.state
     store = ArtifactStore(tiny_cfg.run.artifact_root)
     assert all(store.exists(s, r.key) for s, r in plan_keys(tiny_cfg).items())
-    assert {f"{s}-report" for s in STAGES} <= server_artifact_keys(full_run.id)
+    assert {f"{s}-report" for s in STAGES} <= server_artifact_keys(server, full_run.id)
     lineage = last_lineage(tiny_cfg)
     assert list(lineage["stages"]) == list(STAGES)
     assert not any(o["reused"] for o in lineage["stages"].values())
 
 
-def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(full_run, tiny_cfg):
+def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(server, full_run, tiny_cfg):
     assert full_run.state.is_completed()
     # a new evaluate setting: only evaluate's key changes, so only evaluate has work to do
     cfg = tiny_cfg.model_copy(deep=True)
@@ -78,29 +80,29 @@ def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(full_run, ti
     assert set(before) == set(STAGES) - {"evaluate"}
     fail = {"TUNELINE_FAIL": "evaluate:2"}  # the first attempt and its retry fail
 
-    failed = trigger("finetune/demo", env=fail, config=cfg)
+    failed = trigger(server, "finetune/demo", env=fail, config=cfg)
     assert failed.state.is_failed(), failed.state
     faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
     assert faults.read_text() == "2", "evaluate should have been attempted twice (one retry)"
     assert "evaluate" not in manifests_created(cfg)
 
-    rerun = trigger("rerun-stage/rerun-stage", env=fail, stage="evaluate", config=cfg)
+    rerun = trigger(server, "rerun-stage/rerun-stage", env=fail, stage="evaluate", config=cfg)
     assert rerun.state.is_completed(), rerun.state
     after = manifests_created(cfg)
     assert set(after) == set(STAGES)
     assert {s: after[s] for s in before} == before, "earlier stages must be reused, not rebuilt"
     lineage = last_lineage(cfg)
     assert {s: o["reused"] for s, o in lineage["stages"].items()} == {s: s != "evaluate" for s in STAGES}
-    assert "evaluate-report" in server_artifact_keys(rerun.id)
+    assert "evaluate-report" in server_artifact_keys(server, rerun.id)
 
 
-def test_transient_failure_succeeds_on_retry(full_run, tiny_cfg):
+def test_transient_failure_succeeds_on_retry(server, full_run, tiny_cfg):
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.evaluate.max_new_tokens = 2  # a new evaluate key: evaluate has work to do
     faults = Path(cfg.run.artifact_root) / "faults" / "evaluate"
     faults.unlink(missing_ok=True)  # re-arm the injection
 
-    run = trigger("finetune/demo", env={"TUNELINE_FAIL": "evaluate:1"}, config=cfg)
+    run = trigger(server, "finetune/demo", env={"TUNELINE_FAIL": "evaluate:1"}, config=cfg)
     assert run.state.is_completed(), run.state
     assert faults.read_text() == "1", "the first attempt should have failed and the retry succeeded"
     assert set(manifests_created(cfg)) == set(STAGES)

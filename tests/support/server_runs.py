@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +15,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterParentFlowRunId,
 )
 from prefect.deployments import run_deployment
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import PipelineConfig, load_config
@@ -49,24 +49,28 @@ def shrunk_demo_config(d: Path) -> PipelineConfig:
     return cfg
 
 
-def trigger(name: str, env: dict[str, str] | None = None, **parameters):
-    """Starts a run of deployment ``name`` through the API and waits for its final state."""
+def on(api: str):
+    """Prefect calls inside this block go to the server at ``api`` (not to another test's API)."""
+    return temporary_settings(updates={PREFECT_API_URL: api})
+
+
+def trigger(api: str, name: str, env: dict[str, str] | None = None, **parameters):
+    """Starts a run of deployment ``name`` on ``api`` and waits for its final state."""
     params = {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in parameters.items()}
 
     def call():
-        return run_deployment(
-            name, parameters=params, job_variables={"env": env or {}}, timeout=240, poll_interval=1, as_subflow=False
-        )
+        with on(api):
+            return run_deployment(
+                name, parameters=params, job_variables={"env": env or {}}, timeout=240, poll_interval=1, as_subflow=False
+            )
 
     # In its own thread: beside Playwright's sync API (an event loop in this thread) Prefect's
-    # sync_compatible run_deployment would return a coroutine. The copied context carries the
-    # test's PREFECT_API_URL setting along.
-    ctx = contextvars.copy_context()
+    # sync_compatible run_deployment would return a coroutine.
     with ThreadPoolExecutor(1) as pool:
-        return pool.submit(ctx.run, call).result()
+        return pool.submit(call).result()
 
 
-def server_artifact_keys(flow_run_id) -> set[str]:
+def server_artifact_keys(api: str, flow_run_id) -> set[str]:
     """Keys of the artifacts a flow run (and its subflow runs: rerun-stage calls finetune) made."""
 
     async def read():
@@ -78,7 +82,8 @@ def server_artifact_keys(flow_run_id) -> set[str]:
             arts = await client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
             return {a.key for a in arts if a.key}
 
-    return asyncio.run(read())
+    with on(api):
+        return asyncio.run(read())
 
 
 def last_lineage(cfg) -> dict:
