@@ -147,6 +147,24 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15) -> None:
             pass
 
 
+def _warn_if_stale() -> None:
+    """Says so when a config in deployments/ changed after prefect.yaml was synced with it."""
+    from tuneline.deployments import sync
+
+    try:
+        res = sync(REPO, check=True)
+    except ValueError as e:  # a broken config file: deploying still registers the others
+        print(f"warning: {e}", flush=True)
+        return
+    if res.changed:
+        names = ", ".join(res.added + res.updated)
+        print(
+            f"warning: prefect.yaml is out of step with deployments/ ({names}); the deployments "
+            "registered now run the old values. Run `tuneline deployments`, then restart.",
+            flush=True,
+        )
+
+
 def serve_ui(port: int | None = None, home: Path | None = None, worker: bool = True) -> None:
     """Runs the server, deployments and worker until Ctrl-C (SIGINT) or SIGTERM, then stops them."""
     home = home or REPO / ".prefect"
@@ -171,6 +189,7 @@ def serve_ui(port: int | None = None, home: Path | None = None, worker: bool = T
             home, api, PREFECT_WORKER_QUERY_SECONDS=os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "2")
         )
         ensure_pool(env)
+        _warn_if_stale()
         deploy_all(env)
         if worker:
             procs.append(start_worker(env, log=home / "worker.log"))
