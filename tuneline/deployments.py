@@ -19,9 +19,9 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from tuneline.config import ConfigError, load_config
+from tuneline.ui import POOL
 
 FINETUNE_ENTRYPOINT = "flows/finetune.py:finetune"
-POOL = "tuneline"
 
 
 @dataclass
