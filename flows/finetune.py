@@ -4,16 +4,15 @@
 
 Each line is one retryable Prefect task that reuses its artifact when the store already holds
 it for the same config and inputs, so a re-run (scheduled, from the UI, or after a failure)
-only does the work that changed. Run it with `tuneline run`, or `python -m flows.finetune`.
+only does the work that changed. Stages registered beyond these (a module of their own under
+``tasks/``, or a plugin's) run after them, in registry order. Run it with `tuneline run`, or
+`python -m flows.finetune`.
 """
 
 from __future__ import annotations
 
 from prefect import flow
 
-from tasks import augment, dedup, ingest, pii, train
-from tasks import evaluate as evaluate_stage
-from tasks import format as format_stage
 from tuneline.config import PipelineConfig, StageName, demo_config
 from tuneline.runner import StageRunner
 
@@ -36,13 +35,14 @@ def finetune(
         force: Recompute these stages (and the ones after them) even if their artifacts exist.
     """
     step = StageRunner(config, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
-    raw = step(ingest)
-    scrubbed = step(pii, raw)
-    unique = step(dedup, scrubbed)
-    augmented = step(augment, unique)
-    splits = step(format_stage, augmented)
-    adapter = step(train, splits)
-    step(evaluate_stage, splits, adapter)
+    raw = step("ingest")
+    scrubbed = step("pii", raw)
+    unique = step("dedup", scrubbed)
+    augmented = step("augment", unique)
+    splits = step("format", augmented)
+    adapter = step("train", splits)
+    step("evaluate", splits, adapter)
+    step.rest()
     return step.finish()
 
 

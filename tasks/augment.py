@@ -40,22 +40,70 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field, model_validator
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import AugmentConfig, PipelineConfig, TeacherConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.errors import MissingSecret, TransientError
 from tuneline.progress import track
 from tuneline.records import Message, Record, record_id
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.stage import Stage
 
-STAGE = "augment"
-VERSION = 1
-SECTIONS = ("augment",)
-INPUTS = ("dedup",)
+# ------------------------------------------------------------------------------- augment
+
+
+class TeacherConfig(Section):
+    kind: Literal["transformers", "openai"] = Field(
+        description="transformers: a local model (path or hub id); openai: an OpenAI-compatible endpoint."
+    )
+    model: str = Field(description="Model path or hub id (transformers), or the served model name (openai).")
+    base_url: str | None = Field(default=None, description="Endpoint URL, for kind=openai (e.g. http://127.0.0.1:8000/v1).")
+    api_key_env: str | None = Field(
+        default="OPENAI_API_KEY",
+        description=(
+            "Name of the environment variable holding the API key (never the key itself); "
+            "null for a server without auth."
+        ),
+    )
+    api_key_secret: str | None = Field(
+        default=None,
+        description="Name of a Prefect Secret block holding the API key; used instead of api_key_env when set.",
+    )
+    temperature: float = Field(default=0.7, ge=0, le=2, description="Sampling temperature.")
+    max_new_tokens: int = Field(default=128, ge=1, description="Longest generation.")
+
+    @model_validator(mode="after")
+    def check_openai_has_url(self) -> TeacherConfig:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("teacher.kind=openai needs teacher.base_url")
+        return self
+
+
+class AugmentConfig(Section):
+    teacher: TeacherConfig | None = Field(
+        default=None, description="The teacher LLM; empty passes records through unchanged."
+    )
+    mode: Literal["generate", "improve"] = Field(
+        default="generate",
+        description="generate: new instruction/response pairs from seed records; improve: rewrite responses.",
+    )
+    num_seeds: int = Field(default=8, ge=1, description="How many chat records seed the teacher.")
+    batch_size: int = Field(default=4, ge=1, description="Generations per teacher call.")
+    instructions_per_seed: int = Field(
+        default=2, ge=1, description="New instructions asked of the teacher per seed, for mode=generate."
+    )
+    application_description: str = Field(
+        default="AI assistant",
+        description="What the tuned model is for; steers the instructions the teacher invents (mode=generate).",
+    )
+    min_chars: int = Field(
+        default=10, ge=1, description="Teacher instructions and replies shorter than this are rejected."
+    )
+
+
 
 REASON = "teacher_output_invalid"
 # Seeds are shown to the teacher whole up to this size: enough context for a good instruction,
@@ -144,17 +192,17 @@ def resolve_api_key(teacher: TeacherConfig) -> str | None:
             ``api_key_env`` (an environment variable name); both empty means no auth.
 
     Raises:
-        ValueError: the named variable is unset or empty, naming it and what to do.
+        MissingSecret: the named variable or block is unset or empty, naming it and what to do.
     """
     if teacher.kind != "openai":
         return None
     if teacher.api_key_secret:
-        from prefect.blocks.system import Secret
+        from tuneline.orchestration import read_secret
 
         try:
-            return Secret.load(teacher.api_key_secret).get()
+            return read_secret(teacher.api_key_secret)
         except ValueError as e:
-            raise ValueError(
+            raise MissingSecret(
                 f"teacher.api_key_secret names the Prefect Secret block {teacher.api_key_secret!r}, "
                 f"which could not be loaded ({e}); create it in the Prefect UI (Blocks > Secret) "
                 "or with `prefect block create secret`"
@@ -163,7 +211,7 @@ def resolve_api_key(teacher: TeacherConfig) -> str | None:
         return None
     key = os.environ.get(teacher.api_key_env, "")
     if not key:
-        raise ValueError(
+        raise MissingSecret(
             f"teacher.api_key_env names the environment variable {teacher.api_key_env!r}, which is "
             f"not set (or empty): export {teacher.api_key_env}=<your key> for {public_url(teacher.base_url)}, "
             "or set teacher.api_key_env to null if the server needs no key"
@@ -519,7 +567,8 @@ def _short(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _markdown(report: dict[str, Any], examples: list[Record]) -> str:
+def summary(report: dict[str, Any]) -> str:
+    """What the teacher made, what was rejected and why, with a few examples."""
     t = report["teacher"]
     if t is None:
         return f"### augment\n\nNo teacher configured: {report['records_in']} records passed through unchanged.\n"
@@ -532,13 +581,13 @@ def _markdown(report: dict[str, Any], examples: list[Record]) -> str:
         f"generated: {report['generated']}, rejected: {report['candidates'] - report['generated']}",
         f"- rejected by problem: {problems}",
     ]
+    examples = report.get("examples", [])
     if examples:
         lines += ["", "#### Examples", ""]
-        for r in examples:
-            user = next((m.content for m in reversed(r.messages[:-1]) if m.role == "user"), "")
-            lines.append(
-                f"- seed `{r.meta['seed_id']}`: **{_short(user)}** → {_short(r.messages[-1].content)}"
-            )
+        for ex in examples:
+            msgs = ex["messages"]
+            user = next((m["content"] for m in reversed(msgs[:-1]) if m["role"] == "user"), "")
+            lines.append(f"- seed `{ex['seed_id']}`: **{_short(user)}** → {_short(msgs[-1]['content'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -571,7 +620,7 @@ def _pass_through(
     return heapq.nsmallest(num_seeds, written(), key=lambda r: r.id)
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Passes records through and, with a teacher, adds its generations.
 
     Args:
@@ -591,7 +640,6 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
             generated=0,
             note="no teacher configured: records passed through",
         )
-        out.report["markdown"] = _markdown(out.report, [])
         return
 
     t = a.teacher
@@ -613,7 +661,7 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
             # Nothing at all came back: the teacher is down or refuses us. Failing (and
             # retrying) beats caching an artifact that silently lacks all its synthetic data.
             detail = "; ".join(_scrub(warnings, api_key)[:3]) or "no warnings were logged"
-            raise RuntimeError(
+            raise TransientError(
                 f"teacher {t.model} ({t.kind}, {public_url(t.base_url) or 'local'}) returned no output for "
                 f"any of {len(seeds)} seeds; check that it is reachable and the key is valid. Distilabel said: {detail}"
             )
@@ -638,12 +686,19 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
     )
     if not seeds:
         out.report["note"] = "no chat record ending on an assistant reply to seed the teacher"
-    out.report["markdown"] = _markdown(out.report, made[:3])
 
 
-@task(name="augment", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def augment_task(
-    cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
-) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+def highlights(report: dict[str, Any]) -> str:
+    return report.get("note", "")
+
+
+STAGE = Stage(
+    name="augment",
+    version=1,
+    config=AugmentConfig,
+    run=run,
+    summary=summary,
+    inputs=("dedup",),
+    highlights=highlights,
+    description="Synthetic data from a teacher.",
+)

@@ -25,25 +25,31 @@ import hashlib
 import json
 import re
 import shutil
-import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import DedupConfig, PipelineConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.progress import track
 from tuneline.records import Record
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.stage import Stage
 
-STAGE = "dedup"
-VERSION = 1
-SECTIONS = ("dedup",)
-INPUTS = ("pii",)
+# --------------------------------------------------------------------------------- dedup
+
+
+class DedupConfig(Section):
+    exact: bool = Field(default=True, description="Drop records whose normalised text is identical.")
+    minhash: bool = Field(default=True, description="Drop near-duplicates with DataTrove MinHash LSH.")
+    n_grams: int = Field(default=5, ge=1, description="Word n-gram size of the MinHash shingles.")
+    num_buckets: int = Field(default=14, ge=1, description="LSH bands.")
+    hashes_per_bucket: int = Field(default=8, ge=1, description="Rows per band (higher: stricter).")
+    workers: int = Field(default=1, ge=1, description="Parallel DataTrove tasks.")
+
+
 
 _PUNCT = re.compile(r"[^\w\s]")
 _SPACE = re.compile(r"\s+")
@@ -230,16 +236,18 @@ def _snippet(record: Record, n: int = 70) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")
 
 
-def summary_markdown(report: dict[str, Any], examples: list[tuple[str, Record, str]]) -> str:
+def summary(report: dict[str, Any]) -> str:
+    """Duplicates dropped, with a few examples and what each duplicates."""
     lines = [
         f"Read **{report['records_in']}** records: kept **{report['records_kept']}**, dropped "
         f"**{report['exact_duplicates']}** exact and **{report['near_duplicates']}** near duplicates "
         f"(in {report['minhash_clusters']} MinHash clusters).",
     ]
+    examples = report.get("examples", [])
     if examples:
         lines += ["", "| dropped | reason | duplicate of |", "|---|---|---|"]
-        for reason, rec, kept_id in examples:
-            lines.append(f"| `{rec.id}` {_snippet(rec)} | {reason} | `{kept_id}` |")
+        for ex in examples:
+            lines.append(f"| `{ex['id']}` {ex['snippet']} | {ex['reason']} | `{ex['duplicate_of']}` |")
     return "\n".join(lines)
 
 
@@ -315,12 +323,12 @@ def near_pass(dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list
     return len(clusters)
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Writes the records of ``inputs[0]`` to ``out`` without exact or near duplicates.
 
     Args:
         inputs: the pii artifact.
-        cfg: the pipeline config; only ``cfg.dedup`` is read.
+        cfg: the ``dedup`` section (the stage's config slice).
         out: the writer; kept records, rejected duplicates (with ``duplicate_of``) and the report.
     """
     dcfg = cfg.dedup
@@ -352,7 +360,10 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
             else "off"
         ),
     )
-    out.report["markdown"] = summary_markdown(out.report, examples)
+    out.report["examples"] = [
+        {"id": rec.id, "snippet": _snippet(rec), "reason": reason, "duplicate_of": kept_id}
+        for reason, rec, kept_id in examples
+    ]
 
 
 def _keep_stats(logs: Path, out: ArtifactWriter) -> None:
@@ -363,7 +374,12 @@ def _keep_stats(logs: Path, out: ArtifactWriter) -> None:
         )
 
 
-@task(name="dedup", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def dedup_task(cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+STAGE = Stage(
+    name="dedup",
+    version=1,
+    config=DedupConfig,
+    run=run,
+    summary=summary,
+    inputs=("pii",),
+    description="Exact and MinHash deduplication.",
+)

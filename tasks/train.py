@@ -11,71 +11,68 @@ stays megabytes even for a large base model, and evaluate/export rebuild the bas
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
+from pydantic import Field
 
 from tuneline import progress
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactWriter
-from tuneline.config import PipelineConfig
+from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.errors import InputError
 from tuneline.models import load_base_model, load_tokenizer
-from tuneline.records import load_jsonl_gz
-from tuneline.stage import ProgressArtifact, StageOutcome, run_stage, stage_logger
+from tuneline.sections import ModelConfig, Section
+from tuneline.splits import load_split, sft_example
+from tuneline.stage import Stage
 
-STAGE = "train"
-VERSION = 1
-SECTIONS = ("train", "model")
-INPUTS = ("format",)
+# --------------------------------------------------------------------------------- train
 
 
-# ---------------------------------------------------------------------------------- data
+class LoraConfig(Section):
+    r: int = Field(default=16, ge=1, description="LoRA rank.")
+    alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default="all-linear", description="Module names to adapt, or all-linear."
+    )
+    modules_to_save: list[str] | None = Field(
+        default=None,
+        description="Modules trained fully and saved with the adapter. Empty (null): embed_tokens and "
+        "lm_head for the tiny model, whose tokenizer is new and whose embeddings are random; none "
+        "for a pretrained model.",
+    )
 
 
-def load_split(fmt: Artifact, split: str) -> list[dict[str, Any]]:
-    """The rows of ``splits/<split>.jsonl.gz`` in a format artifact.
+class TrainConfig(Section):
+    method: Literal["sft"] = Field(default="sft", description="Training objective.")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="PEFT LoRA adapter.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Peak learning rate. Empty (null): 1e-2 for the tiny model (random weights, tiny "
+        "data), 2e-4 for a pretrained model (the usual LoRA rate).",
+    )
+    epochs: float = Field(default=5, gt=0, description="Passes over the train split.")
+    max_steps: int = Field(default=-1, description="Stop after this many steps (-1: use epochs).")
+    batch_size: int = Field(default=8, ge=1, description="Examples per device step.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps per optimizer update.")
+    max_length: int = Field(default=512, ge=16, description="Longest training sequence in tokens.")
+    packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
+    seed: int = Field(default=0, description="Training seed.")
+    logging_steps: int = Field(default=5, ge=1, description="Log the loss every N steps.")
 
-    Args:
-        fmt: the format artifact.
-        split: ``"train"`` or ``"eval"``.
-    """
-    path = fmt.path / "splits" / f"{split}.jsonl.gz"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"format artifact {fmt.ref.short} has no splits/{split}.jsonl.gz; "
-            "re-run the format stage (tuneline run --only format --force format)"
-        )
-    with open(path, "rb") as fh:
-        return list(load_jsonl_gz(fh))
+    def resolved_learning_rate(self, model: ModelConfig) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1e-2 if model.name_or_path is None else 2e-4
 
 
-def sft_example(row: dict[str, Any], eos_token: str | None) -> dict[str, str]:
-    """A split row as the trainer sees it: ``{"prompt", "completion"}``, ending in one eos.
-
-    The completion keeps the chat template's end-of-turn token, so the model learns to stop.
-    TRL appends eos to every completion that does not already end with it; a ChatML
-    completion ends with ``<|im_end|>\\n``, which would teach a second eos after the newline,
-    so trailing whitespace after the eos is dropped and a missing eos is added here, once.
-    Evaluate scores exactly these strings.
-
-    Args:
-        row: a split row (``prompt``, ``completion``).
-        eos_token: the tokenizer's eos token.
-    """
-    completion = row["completion"]
-    if eos_token:
-        stripped = completion.rstrip()
-        completion = stripped if stripped.endswith(eos_token) else completion + eos_token
-    return {"prompt": row["prompt"], "completion": completion}
 
 
 # -------------------------------------------------------------------------------- recipe
 
 
-def lora_config(cfg: PipelineConfig):
+def lora_config(cfg):
     """PEFT LoRA config from ``train.lora`` (``all-linear``: every linear layer but the head)."""
     from peft import LoraConfig
 
@@ -95,7 +92,7 @@ def lora_config(cfg: PipelineConfig):
     )
 
 
-def sft_config(cfg: PipelineConfig, output_dir: str):
+def sft_config(cfg, output_dir: str):
     """TRL ``SFTConfig`` from ``train``: the training hyper-parameters in one place.
 
     Args:
@@ -148,13 +145,13 @@ def step_logger():
     Prefect UI shows training move."""
     from transformers import TrainerCallback
 
-    logger = stage_logger()
+    logger = progress.logger()
 
     class LogLoss(TrainerCallback):
-        bar: ProgressArtifact | None = None
+        bar: progress.ProgressHandle | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.bar = ProgressArtifact(STAGE, f"training: 0/{state.max_steps} steps")
+            self.bar = progress.progress_handle("train", f"training: 0/{state.max_steps} steps")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
@@ -192,7 +189,9 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def markdown_summary(m: dict[str, Any], model_name: str) -> str:
+def summary(m: dict[str, Any]) -> str:
+    """Steps, loss first to last, speed and trainable parameters."""
+    model_name = m.get("model") or "tiny Llama"
     return "\n".join(
         [
             "## train",
@@ -219,7 +218,7 @@ def markdown_summary(m: dict[str, Any], model_name: str) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
-def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> None:
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Trains a LoRA adapter on the train split and saves it with its metrics.
 
     Args:
@@ -238,7 +237,7 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
     fmt = inputs[0]
     rows = load_split(fmt, "train")
     if not rows:
-        raise ValueError(
+        raise InputError(
             f"train: the train split of format artifact {fmt.ref.short} is empty, nothing to learn; "
             "check the format report (split sizes, rejected records) and the stages before it"
         )
@@ -293,10 +292,32 @@ def run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter) -> Non
     plot_loss(history, out.file("loss.png"))
 
     out.report.update(metrics)
-    out.report["markdown"] = markdown_summary(metrics, cfg.model.name_or_path or "tiny Llama")
+    out.report["model"] = cfg.model.name_or_path or "tiny Llama"
 
 
-@task(name="train", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def train_task(cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
-    """Prefect wrapper: retries, logging and the UI report around `run`."""
-    return run_stage(sys.modules[__name__], cfg, inputs, force=force)
+def check_lengths_fit_model(cfg) -> None:
+    """train.max_length must fit the tiny model's positions (a real model truncates itself)."""
+    if cfg.model.name_or_path is None and cfg.train.max_length > cfg.model.tiny.max_position_embeddings:
+        raise ValueError(
+            f"train.max_length ({cfg.train.max_length}) exceeds model.tiny.max_position_embeddings "
+            f"({cfg.model.tiny.max_position_embeddings})"
+        )
+
+
+def highlights(report: dict[str, Any]) -> str:
+    return f"train loss {report['train_loss']:.3f}" if "train_loss" in report else ""
+
+
+STAGE = Stage(
+    name="train",
+    version=1,
+    config=TrainConfig,
+    run=run,
+    summary=summary,
+    inputs=("format",),
+    uses=("model",),
+    records=False,
+    check=check_lengths_fit_model,
+    highlights=highlights,
+    description="TRL training with PEFT.",
+)

@@ -16,7 +16,7 @@ from rich.table import Table
 # Offline by design: Prefect's telemetry would only log failed lookups.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from tuneline.config import DEMO_CONFIG, STAGES, ConfigError, PipelineConfig, load_config
+from tuneline.config import DEMO_CONFIG, ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -40,38 +40,41 @@ def _load(config: Path | None, overrides: list[str] | None) -> PipelineConfig:
         raise typer.Exit(2) from None
 
 
-def _check_stage(name: str | None, option: str) -> str | None:
-    if name is not None and name not in STAGES:
-        err.print(f"[red]{option} {name!r} is not a stage; stages are: {', '.join(STAGES)}[/red]")
-        raise typer.Exit(2)
-    return name
+def _selection(**sel):
+    """The run's selection, checked before anything starts (exit 2 on a bad one)."""
+    from pydantic import ValidationError
 
+    from tuneline.pipeline import Selection
 
-# Stages whose artifact is records: they have kept/dropped counts (train and evaluate do not).
-RECORD_STAGES = {"ingest", "pii", "dedup", "augment", "format"}
+    try:
+        return Selection(**sel)
+    except ValidationError as e:
+        for problem in e.errors():
+            err.print(f"[red]{problem['msg'].removeprefix('Value error, ')}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _counts(stage: str, report: dict) -> tuple[str, str]:
-    if stage not in RECORD_STAGES:
+    from tuneline import registry
+
+    if not registry.get(stage).records:
         return "", ""
     return str(report.get("records_out", "")), str(report.get("records_rejected", ""))
 
 
 def _highlights(stage: str, report: dict) -> str:
     """One line of what a stage did, from its report."""
+    from tuneline import registry
+
     bits = []
     if "rejected_by_reason" in report:
         bits.append(", ".join(f"{k} {v}" for k, v in report["rejected_by_reason"].items()))
-    if stage == "pii" and report.get("entities_removed"):
-        bits.append("removed " + ", ".join(f"{k} {v}" for k, v in report["entities_removed"].items()))
-    if stage == "augment" and report.get("note"):
-        bits.append(report["note"])
-    if stage == "train" and "train_loss" in report:
-        bits.append(f"train loss {report['train_loss']:.3f}")
-    if stage == "evaluate" and "base" in report and "tuned" in report:
-        b, t = report["base"], report["tuned"]
-        bits.append(f"eval loss {b['loss']:.3f} -> {t['loss']:.3f}, ppl {b['ppl']:.1f} -> {t['ppl']:.1f}")
-    return "; ".join(bits)
+    fn = registry.get(stage).highlights
+    try:
+        bits.append(fn(report) if fn else "")
+    except (KeyError, TypeError, ValueError):  # an older report without the field
+        pass
+    return "; ".join(b for b in bits if b)
 
 
 @app.command()
@@ -87,21 +90,23 @@ def run(
 ) -> None:
     """Run the pipeline; stages whose artifacts exist for this config are reused."""
     cfg = _load(config, set_)
-    for name, opt in ((only, "--only"), (from_stage, "--from"), (to_stage, "--to")):
-        _check_stage(name, opt)
-    for f in force or []:
-        _check_stage(f, "--force")
+    _selection(only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tuneline")
 
     from flows.finetune import finetune
-    from tuneline.runner import MissingArtifact
+    from tuneline.errors import user_error
+    from tuneline.orchestration import quiet_console_for_user_errors
 
+    quiet_console_for_user_errors()
     try:
         summary = finetune(config=cfg, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
-    except MissingArtifact as e:
-        err.print(f"[red]{e}[/red]")
-        raise typer.Exit(1) from None
-    except Exception as e:  # a stage failed after its retries: say which, and how to resume
+    except Exception as e:
+        cause = user_error(e)
+        if cause is not None:  # a user or input error: its message says what to change
+            err.print(f"[red]error: {cause}[/red]")
+            err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
+            raise typer.Exit(1) from None
+        # a stage failed after its retries: say which, and how to resume
         err.print(f"[red]run failed: {type(e).__name__}: {e}[/red]")
         err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
         raise typer.Exit(1) from None
@@ -157,16 +162,18 @@ def status(config: ConfigArg = None, set_: SetOpt = None) -> None:
 @app.command()
 def stages() -> None:
     """The stages in order, with what each does and what its artifact depends on."""
-    from tuneline.pipeline import modules
+    import importlib
+
+    from tuneline import registry
 
     t = Table(title="tuneline stages")
-    for col in ("#", "stage", "reads", "config sections", "version", "does"):
+    for col in ("#", "stage", "reads", "config sections", "version", "module", "does"):
         t.add_column(col, overflow="fold")
-    for i, mod in enumerate(modules(), 1):
-        doc = (mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else ""
-        doc = doc.removeprefix(f"{mod.STAGE}:").strip()
-        t.add_row(str(i), mod.STAGE, ", ".join(mod.INPUTS) or "source files", ", ".join(mod.SECTIONS),
-                  str(mod.VERSION), doc)
+    for i, st in enumerate(registry.stages(), 1):
+        doc = (importlib.import_module(st.module).__doc__ or "").strip()
+        doc = doc.splitlines()[0].removeprefix(f"{st.name}:").strip() if doc else st.describe()
+        reads = ", ".join(st.inputs) or "source files"
+        t.add_row(str(i), st.name, reads, ", ".join(st.sections), str(st.version), st.module, doc)
     console.print(t)
 
 

@@ -19,7 +19,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from tuneline.config import ConfigError, load_config
-from tuneline.ui import POOL
+
+POOL = "tuneline"  # the process work pool every deployment runs on (tuneline ui creates it)
 
 FINETUNE_ENTRYPOINT = "flows/finetune.py:finetune"
 

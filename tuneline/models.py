@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tuneline.config import ModelConfig
+from tuneline.sections import ModelConfig
 
 # ChatML, with {% generation %} markers around assistant replies so TRL's
 # assistant_only_loss can mask everything the model should not learn to write.

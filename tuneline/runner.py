@@ -8,70 +8,80 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from prefect.tasks import exponential_backoff
-
+from tuneline import registry
 from tuneline.artifacts import ArtifactRef, ArtifactStore
-from tuneline.config import PipelineConfig
+from tuneline.errors import MissingArtifact
+from tuneline.orchestration import stage_task
 from tuneline.pipeline import Selection
-from tuneline.stage import StageOutcome, stage_key
+from tuneline.stage import StageOutcome
 
-
-class MissingArtifact(RuntimeError):
-    """A stage outside the selection has no artifact for this config yet."""
+__all__ = ["MissingArtifact", "StageRunner"]
 
 
 class StageRunner:
     """Runs the stages a flow asks for, honouring the run selection and the config's retries."""
 
-    def __init__(self, cfg: PipelineConfig, **selection: Any):
+    def __init__(self, cfg: Any, **selection: Any):
         self.cfg = cfg
         self.sel = Selection(**selection)
         self.store = ArtifactStore(cfg.run.artifact_root)
         self.outcomes: dict[str, StageOutcome] = {}
+        self.refs: dict[str, ArtifactRef | None] = {}
         self.started = time.time()
 
-    def __call__(self, mod: ModuleType, *inputs: ArtifactRef | None) -> ArtifactRef | None:
-        stage = mod.STAGE
-        if self.sel.after_last(stage):
+    def __call__(self, name: str, *inputs: ArtifactRef | None) -> ArtifactRef | None:
+        """Runs (or looks up) stage ``name`` on ``inputs``, the artifacts of its ``inputs`` stages."""
+        stage = registry.get(name)
+        given = [r.stage if r is not None else None for r in inputs]
+        if len(inputs) != len(stage.inputs) or any(g not in (None, want) for g, want in zip(given, stage.inputs, strict=False)):
+            raise TypeError(f"stage {name!r} reads {list(stage.inputs)}, but the flow passed {given}")
+        self.refs[name] = self._step(name, [r for r in inputs if r is not None])
+        return self.refs[name]
+
+    def rest(self) -> None:
+        """Runs every registered stage the flow did not name (stages added by a module of their
+        own, such as a plugin's), in registry order, wiring their inputs from the registry."""
+        for stage in registry.stages():
+            if stage.name not in self.refs:
+                self(stage.name, *[self.refs.get(i) for i in stage.inputs])
+
+    def _step(self, name: str, refs: list[ArtifactRef]) -> ArtifactRef | None:
+        stage = registry.get(name)
+        if self.sel.after_last(name):
             return None
-        refs = [r for r in inputs if r is not None]
-        if len(refs) != len(mod.INPUTS):  # an input was skipped: nothing to build on
+        if len(refs) != len(stage.inputs):  # an input was skipped: nothing to build on
             return None
-        if not self.sel.runs(stage):
-            return self._look_up(mod, refs)
-        task = getattr(mod, f"{stage}_task").with_options(
-            retries=self.cfg.run.retries,
-            retry_delay_seconds=exponential_backoff(backoff_factor=self.cfg.run.retry_delay_seconds)
-            if self.cfg.run.retries
-            else 0,
-        )
-        outcome = task(self.cfg, refs, force=self.sel.forced(stage))
-        self.outcomes[stage] = outcome
+        if not self.sel.runs(name):
+            return self._look_up(name, refs)
+        outcome = stage_task(stage, self.cfg.run)(name, self.cfg, refs, force=self.sel.forced(name))
+        self.outcomes[name] = outcome
         return outcome.ref
 
-    def _look_up(self, mod: ModuleType, refs: list[ArtifactRef]) -> ArtifactRef:
-        key = stage_key(mod, self.cfg, refs)
-        if not self.store.exists(mod.STAGE, key):
+    def _look_up(self, name: str, refs: list[ArtifactRef]) -> ArtifactRef:
+        key = registry.get(name).key(self.cfg, refs)
+        if not self.store.exists(name, key):
             raise MissingArtifact(
-                f"stage {mod.STAGE!r} has no artifact for this config ({key[:12]}) and is outside "
-                f"this run's selection; run it first, e.g. `tuneline run --to {mod.STAGE}`"
+                f"stage {name!r} has no artifact for this config ({key[:12]}) and is outside "
+                f"this run's selection; run it first, e.g. `tuneline run --to {name}`"
             )
-        ref = self.store.ref(mod.STAGE, key)
-        self.outcomes[mod.STAGE] = StageOutcome(
-            stage=mod.STAGE, ref=ref, reused=True, seconds=0.0, report=self.store.open(ref).report
+        ref = self.store.ref(name, key)
+        self.outcomes[name] = StageOutcome(
+            stage=name, ref=ref, reused=True, seconds=0.0, report=self.store.open(ref).report
         )
         return ref
 
     def finish(self) -> dict[str, Any]:
         """Writes the run's lineage record (which artifacts made which model) and returns it."""
+        order = registry.names()
         summary = {
             "run": self.cfg.run.name,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "seconds": round(time.time() - self.started, 2),
-            "stages": {s: o.model_dump(mode="json", exclude={"report"}) for s, o in self.outcomes.items()},
+            "stages": {
+                s: self.outcomes[s].model_dump(mode="json", exclude={"report"}) for s in order if s in self.outcomes
+            },
             "config": self.cfg.model_dump(mode="json"),
         }
         write_lineage(self.store, summary)

@@ -1,16 +1,23 @@
-"""The stage contract, and the one function that runs any stage against the artifact store.
+"""The stage contract: a stage is one registered ``Stage`` object, and ``execute`` runs any of
+them against the artifact store.
 
-A stage is a module under ``tasks/`` with:
+A stage module (or package) under ``tasks/`` defines ``STAGE = Stage(...)``:
 
-- ``STAGE``: its name; ``VERSION``: bump when its behaviour changes (invalidates its artifacts);
-- ``SECTIONS``: the config sections its output depends on (what its key hashes);
-- ``INPUTS``: the stages whose artifacts it reads, in order;
-- ``run(inputs: list[Artifact], cfg: PipelineConfig, out: ArtifactWriter)``: the work. It reads
-  only ``inputs`` and writes only through ``out`` (records, ``out.reject``, ``out.report``,
-  ``out.file``). Unit tests call it directly;
-- optionally ``source_keys(cfg) -> list[str]``: content hashes of files it reads from outside
-  the store (ingest's sources), so editing a file's bytes invalidates the stage;
-- a thin Prefect ``@task`` wrapper that calls ``run_stage``, owning retries and logging.
+- ``name``, ``version`` (bump when behaviour changes: it invalidates the stage's artifacts),
+  ``inputs`` (the stages whose artifacts it reads, in order), ``after`` (stages it must follow
+  without reading them);
+- ``config``: its own config model, which becomes the section ``<name>`` of ``PipelineConfig``,
+  and ``uses``: shared sections it also reads (``model``);
+- ``run(inputs, cfg, out)``: the work. ``cfg`` is a ``ConfigSlice`` holding *only* the sections
+  that key the artifact (``cfg.<name>`` and the ``uses``), so a stage cannot read a setting that
+  does not change its key. It reads only ``inputs`` and writes only through ``out``;
+- ``summary(report) -> markdown``: its report for people (the Prefect UI, run reports);
+- optionally ``source_keys(cfg)``: content hashes of files read from outside the store (ingest's
+  sources), ``check(cfg)``: cross-section rules on its slice (raise ``ValueError``), and
+  ``highlights(report)``: the one line the CLI prints for it.
+
+Nothing here imports Prefect: ``tuneline.orchestration`` wraps ``execute`` in a task, and passes
+the hooks (logging, the UI's report artifacts) through ``StageHooks``.
 
 Fault injection (tests and demos): ``TUNELINE_FAIL=<stage>[:<n>][,<stage>[:<n>]...]`` makes the
 first ``n`` (default 1) attempts of that stage raise ``InjectedFailure`` before it does any work.
@@ -23,26 +30,98 @@ artifact is reused does no work and never fails.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import time
-from types import ModuleType
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tuneline.artifacts import ArtifactRef, ArtifactStore, artifact_key
-from tuneline.config import PipelineConfig, stage_config
+from tuneline.artifacts import Artifact, ArtifactRef, ArtifactStore, ArtifactWriter, artifact_key
+from tuneline.errors import StoreError, TransientError
+from tuneline.sections import ModelConfig, RunConfig, Section
+
+if TYPE_CHECKING:
+    from tuneline.config import PipelineConfig
+
+# Sections every pipeline has, outside any stage; a stage lists those it reads in ``uses``.
+SHARED_SECTIONS: dict[str, type[Section]] = {"run": RunConfig, "model": ModelConfig}
 
 
-def stage_logger() -> logging.Logger | logging.LoggerAdapter:
-    """Prefect's run logger inside a run (so the UI shows it), else a plain one."""
-    try:
-        from prefect.logging import get_run_logger
+class ConfigSlice(BaseModel):
+    """The config sections that key one stage's artifact, and nothing else: reading any other
+    section is an ``AttributeError``, so a stage's output depends on its key by construction."""
 
-        return get_run_logger()
-    except Exception:
-        return logging.getLogger("tuneline")
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    def __getattr__(self, name: str) -> Any:
+        if not name.startswith("_"):
+            raise AttributeError(
+                f"config section {name!r} is not part of this stage's key; add it to the stage's "
+                f"`uses` (sections here: {', '.join(type(self).model_fields)})"
+            )
+        return super().__getattr__(name)  # type: ignore[misc]
+
+
+RunFn = Callable[[list[Artifact], Any, ArtifactWriter], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One lifecycle stage (see the module docstring for the contract)."""
+
+    name: str
+    version: int
+    config: type[Section]
+    run: RunFn
+    summary: Callable[[dict[str, Any]], str]
+    inputs: tuple[str, ...] = ()
+    uses: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    description: str = ""
+    records: bool = True  # its artifact holds records (the CLI shows kept/dropped counts)
+    source_keys: Callable[[Any], list[str]] | None = None
+    check: Callable[[Any], None] | None = None
+    highlights: Callable[[dict[str, Any]], str] | None = None
+    module: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = [u for u in self.uses if u not in SHARED_SECTIONS]
+        if unknown:
+            raise ValueError(f"stage {self.name!r} uses unknown shared sections {unknown}; known: {list(SHARED_SECTIONS)}")
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        """The config sections that key this stage's artifact, in order."""
+        return (self.name, *self.uses)
+
+    @cached_property
+    def slice_model(self) -> type[ConfigSlice]:
+        types = {self.name: self.config, **{u: SHARED_SECTIONS[u] for u in self.uses}}
+        fields: dict[str, Any] = {s: (t, Field(description=f"The {s} section.")) for s, t in types.items()}
+        return create_model(f"{self.name.title()}Slice", __base__=ConfigSlice, **fields)
+
+    def slice(self, cfg: PipelineConfig | BaseModel) -> ConfigSlice:
+        """The part of ``cfg`` this stage may read (and its key hashes)."""
+        return self.slice_model(**{s: getattr(cfg, s) for s in self.sections})
+
+    def key(self, cfg: PipelineConfig, inputs: list[ArtifactRef]) -> str:
+        """The artifact key for ``cfg`` and these input artifacts."""
+        sliced = self.slice(cfg)
+        extra = list(self.source_keys(sliced)) if self.source_keys else []
+        return artifact_key(self.name, self.version, key_config(sliced), [i.key for i in inputs] + extra)
+
+    def describe(self) -> str:
+        return self.description or (self.summary.__doc__ or "").strip().splitlines()[0]
+
+
+def key_config(sliced: ConfigSlice) -> dict[str, Any]:
+    """What the key hashes: each keyed section's values."""
+    return sliced.model_dump(mode="json")
 
 
 class StageOutcome(BaseModel):
@@ -55,38 +134,66 @@ class StageOutcome(BaseModel):
     report: dict[str, Any] = Field(default_factory=dict, description="The artifact's report.json.")
 
 
-def stage_key(mod: ModuleType, cfg: PipelineConfig, inputs: list[ArtifactRef]) -> str:
-    extra = list(mod.source_keys(cfg)) if hasattr(mod, "source_keys") else []
-    return artifact_key(
-        mod.STAGE, mod.VERSION, stage_config(cfg, mod.SECTIONS), [i.key for i in inputs] + extra
-    )
+@dataclass
+class StageHooks:
+    """What the orchestrator adds around ``execute`` (Prefect's logger and UI artifacts);
+    the defaults do nothing, so plain calls and unit tests need no Prefect."""
+
+    logger: logging.Logger | logging.LoggerAdapter = field(default_factory=lambda: logging.getLogger("tuneline"))
+    publish: Callable[[Stage, dict[str, Any], ArtifactRef, bool], None] = lambda *a: None
 
 
-def run_stage(
-    mod: ModuleType, cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False
+def execute(
+    stage: Stage, cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False, hooks: StageHooks | None = None
 ) -> StageOutcome:
-    """Runs ``mod`` unless its artifact for these inputs and config exists (or ``force``)."""
+    """Runs ``stage`` unless its artifact for these inputs and config exists (or ``force``)."""
+    hooks = hooks or StageHooks()
     t0 = time.time()
-    store = ArtifactStore(cfg.run.artifact_root)
-    key = stage_key(mod, cfg, inputs)
-    if not force and store.exists(mod.STAGE, key):
-        art = store.open(store.ref(mod.STAGE, key))
-        stage_logger().info("%s: reusing artifact %s", mod.STAGE, key[:12])
-        publish_report(mod.STAGE, art.report, art.ref, reused=True)
-        return StageOutcome(stage=mod.STAGE, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
-    inject_failure(store, mod.STAGE)
+    store = open_store(cfg.run.artifact_root)
+    key = stage.key(cfg, inputs)
+    if not force and store.exists(stage.name, key):
+        art = store.open(store.ref(stage.name, key))
+        hooks.logger.info("%s: reusing artifact %s", stage.name, key[:12])
+        hooks.publish(stage, art.report, art.ref, True)
+        return StageOutcome(stage=stage.name, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
+    inject_failure(store, stage.name)
     opened = [store.open(r) for r in inputs]
-    stage_logger().info("%s: running (artifact %s)", mod.STAGE, key[:12])
-    with store.writer(mod.STAGE, key, inputs, stage_config(cfg, mod.SECTIONS)) as out:
-        mod.run(opened, cfg, out)
+    hooks.logger.info("%s: running (artifact %s)", stage.name, key[:12])
+    sliced = stage.slice(cfg)
+    with _store_errors(store), store.writer(stage.name, key, inputs, key_config(sliced)) as out:
+        stage.run(opened, sliced, out)
         ref = out.commit()
         report = out.report
-    publish_report(mod.STAGE, report, ref)
-    return StageOutcome(stage=mod.STAGE, ref=ref, reused=False, seconds=time.time() - t0, report=report)
+    hooks.publish(stage, report, ref, False)
+    return StageOutcome(stage=stage.name, ref=ref, reused=False, seconds=time.time() - t0, report=report)
 
 
-class InjectedFailure(RuntimeError):
-    """Raised by a stage named in ``TUNELINE_FAIL`` (see the module docstring)."""
+def open_store(root: str) -> ArtifactStore:
+    with _store_errors(None, root):
+        return ArtifactStore(root)
+
+
+class _store_errors:
+    """Turns "the root cannot be written" into a ``StoreError`` naming the root (no retry)."""
+
+    def __init__(self, store: ArtifactStore | None, root: str | None = None):
+        self.root = store.root if store is not None else root
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOTDIR)):
+            raise StoreError(
+                f"cannot write the artifact root {self.root}: {exc.strerror or exc} "
+                f"({getattr(exc, 'filename', '') or self.root}); set run.artifact_root to a writable place"
+            ) from exc
+        return False
+
+
+class InjectedFailure(TransientError):
+    """Raised by a stage named in ``TUNELINE_FAIL`` (see the module docstring); retried like
+    any transient error."""
 
 
 def inject_failure(store: ArtifactStore, stage: str) -> None:
@@ -108,61 +215,18 @@ def inject_failure(store: ArtifactStore, stage: str) -> None:
     )
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+def flatten_report(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A report as (dotted name, value) rows for a table; lists of dicts (samples, curves) are
+    left to the markdown summary."""
     rows: list[tuple[str, Any]] = []
     for k, v in d.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict):
-            rows += _flatten(v, name + ".")
+            rows += flatten_report(v, name + ".")
         elif isinstance(v, list):
             if v and all(isinstance(x, dict) for x in v):
-                continue  # samples and curves: shown in the markdown report, not the table
+                continue
             rows.append((name, ", ".join(map(str, v))))
         else:
             rows.append((name, v))
     return rows
-
-
-def in_prefect_run() -> bool:
-    try:
-        from prefect.context import get_run_context
-
-        get_run_context()
-        return True
-    except Exception:  # MissingContextError, or Prefect not importable: a plain call
-        return False
-
-
-class ProgressArtifact:
-    """A Prefect progress artifact (``<stage>-progress``) that a long stage moves as it works;
-    does nothing outside a Prefect run, so unit tests never reach for an API."""
-
-    def __init__(self, stage: str, description: str):
-        self.id = None
-        if in_prefect_run():
-            from prefect.artifacts import create_progress_artifact
-
-            self.id = create_progress_artifact(progress=0.0, key=f"{stage}-progress", description=description)
-
-    def update(self, percent: float, description: str | None = None) -> None:
-        if self.id is not None:
-            from prefect.artifacts import update_progress_artifact
-
-            update_progress_artifact(self.id, progress=min(100.0, percent), description=description)
-
-
-def publish_report(stage: str, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
-    """Shows the report in the Prefect UI as a keyed table artifact (no-op outside a run)."""
-    if not in_prefect_run():
-        return
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-    rows = [{"metric": k, "value": str(v)} for k, v in _flatten(report)]
-    create_table_artifact(
-        key=f"{stage}-report",
-        table=rows,
-        description=f"{stage} report (artifact {ref.key[:12]}{', reused' if reused else ''})",
-    )
-    md = report.get("markdown")
-    if isinstance(md, str):
-        create_markdown_artifact(key=f"{stage}-summary", markdown=md, description=f"{stage} summary")

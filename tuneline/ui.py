@@ -21,8 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from tuneline.deployments import POOL, sync
+
 REPO = Path(__file__).resolve().parents[1]
-POOL = "tuneline"
 
 
 def free_port() -> int:
@@ -149,8 +150,6 @@ def stop(procs: list[subprocess.Popen], timeout: float = 15) -> None:
 
 def _warn_if_stale() -> None:
     """Says so when a config in deployments/ changed after prefect.yaml was synced with it."""
-    from tuneline.deployments import sync
-
     try:
         res = sync(REPO, check=True)
     except ValueError as e:  # a broken config file: deploying still registers the others

@@ -104,7 +104,7 @@ def test_second_run_reuses_every_stage_and_still_shows_reports(first_run):
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts(flow_run_filter=None, limit=200)
     reused = {a.key for a in arts if a.key and "reused" in (a.description or "")}
-    assert reused == {f"{s}-report" for s in STAGES}
+    assert reused == {f"{s}-{kind}" for s in STAGES for kind in ("report", "summary")}
 
 
 def test_changing_dedup_reruns_dedup_and_after_only(first_run, workdir, repo_root_module):

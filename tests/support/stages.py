@@ -1,12 +1,19 @@
-"""Running a stage's plain ``run`` in tests: an input artifact in, the committed artifact out."""
+"""Running a stage's plain ``run`` in tests: an input artifact in, the committed artifact out;
+and stand-in stages for testing the contract itself."""
 
 from __future__ import annotations
 
+import types
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
+
+from pydantic import Field
 
 from tuneline.artifacts import Artifact, ArtifactStore
-from tuneline.config import PipelineConfig, stage_config
 from tuneline.records import Record
+from tuneline.sections import RunConfig, Section
+from tuneline.stage import Stage, key_config
 
 
 def input_artifact(root: str, stage: str, records: list[Record], key: str = "0" * 64) -> Artifact:
@@ -18,10 +25,34 @@ def input_artifact(root: str, stage: str, records: list[Record], key: str = "0" 
     return store.open(ref)
 
 
-def run_plain(mod: ModuleType, cfg: PipelineConfig, inputs: list[Artifact], key: str = "1" * 64) -> Artifact:
-    """Runs ``mod.run`` on ``inputs`` into a fresh artifact and returns it, committed."""
+def run_plain(mod: ModuleType | Stage, cfg: Any, inputs: list[Artifact], key: str = "1" * 64) -> Artifact:
+    """Runs the stage's ``run`` on ``inputs`` and its config slice (only the sections that key
+    it) into a fresh artifact and returns it, committed."""
+    stage = mod if isinstance(mod, Stage) else mod.STAGE
     store = ArtifactStore(cfg.run.artifact_root)
-    with store.writer(mod.STAGE, key, [a.ref for a in inputs], stage_config(cfg, mod.SECTIONS)) as out:
-        mod.run(inputs, cfg, out)
+    sliced = stage.slice(cfg)
+    with store.writer(stage.name, key, [a.ref for a in inputs], key_config(sliced)) as out:
+        stage.run(inputs, sliced, out)
         ref = out.commit()
     return store.open(ref)
+
+
+class FakeConfig(Section):
+    size: int = Field(default=1, description="Records to write.")
+
+
+def fake_stage(run: Callable | None = None, calls: list[int] | None = None, name: str = "fake") -> Stage:
+    """A one-record stage; ``calls`` counts its runs."""
+
+    def default_run(inputs, cfg, out):
+        if calls is not None:
+            calls.append(1)
+        for i in range(cfg.fake.size):
+            out.write(Record(id=f"r{i}", kind="text", text="hello"))
+
+    return Stage(name=name, version=1, config=FakeConfig, run=run or default_run, summary=lambda r: "")
+
+
+def fake_config(root: str, name: str = "fake", **run: Any) -> types.SimpleNamespace:
+    """A config holding just ``run`` and the fake stage's section."""
+    return types.SimpleNamespace(run=RunConfig(artifact_root=root, **run), **{name: FakeConfig()})

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from tasks import augment
+from tasks.augment import AugmentConfig, TeacherConfig
 from tests.support.openai_server import QUERY_TEMPLATES, serve
 from tests.support.stages import input_artifact, run_plain
-from tuneline.config import AugmentConfig, PipelineConfig, TeacherConfig
+from tuneline.config import PipelineConfig
+from tuneline.errors import MissingSecret, TransientError
 from tuneline.records import Message, Record, record_id
 
 KEY_ENV = "TUNELINE_TEST_TEACHER_KEY"
@@ -174,8 +176,8 @@ def test_no_teacher_passes_every_record_through(store_root, shared_data):
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory) -> str:
     """A random-weight tiny Llama + BPE tokenizer saved like any local model directory."""
-    from tuneline.config import ModelConfig, TinyModelConfig
     from tuneline.models import load_base_model, train_tokenizer
+    from tuneline.sections import ModelConfig, TinyModelConfig
 
     # A module-scoped fixture cannot use the function-scoped `shared_data`; same folder.
     data = (
@@ -294,7 +296,7 @@ def test_openai_teacher_generates_pairs_and_never_stores_the_key(
         "kind": "openai",
         "base_url": server.url,
     }
-    assert "Answer: " in art.report["markdown"]
+    assert "Answer: " in augment.STAGE.summary(art.report)
 
     # 4 SelfInstruct calls + 6 answers, all with the key as a bearer token.
     chats = [r for r in server.requests if r["path"] == "/v1/chat/completions"]
@@ -331,7 +333,7 @@ def test_openai_teacher_improves_replies(store_root, shared_data, server, monkey
 
 def test_missing_key_env_var_is_a_clear_error(store_root, shared_data, server, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    with pytest.raises(ValueError, match=f"environment variable '{KEY_ENV}'.*not set"):
+    with pytest.raises(MissingSecret, match=f"environment variable '{KEY_ENV}'.*not set"):
         run_stage(
             store_root, alpaca_chats(shared_data, 2), AugmentConfig(teacher=openai_teacher(server))
         )
@@ -342,7 +344,7 @@ def test_rejected_key_fails_the_stage_instead_of_caching_an_empty_result(
     store_root, shared_data, server, monkeypatch
 ):
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
-    with pytest.raises(RuntimeError, match="returned no output for any of 2 seeds"):
+    with pytest.raises(TransientError, match="returned no output for any of 2 seeds"):
         run_stage(
             store_root,
             alpaca_chats(shared_data, 2),

@@ -12,11 +12,12 @@ from tasks import evaluate, train
 from tests.support.catalogue import tiny_config, write_format_artifact
 from tuneline.artifacts import ArtifactStore
 from tuneline.models import load_base_model, load_tokenizer
+from tuneline.splits import load_split, sft_example
 
 
 def run_stage(store, mod, inputs, cfg, key):
-    with store.writer(mod.STAGE, key, [a.ref for a in inputs], {}) as out:
-        mod.run(inputs, cfg, out)
+    with store.writer(mod.STAGE.name, key, [a.ref for a in inputs], {}) as out:
+        mod.STAGE.run(inputs, mod.STAGE.slice(cfg), out)
         ref = out.commit()
     return store.open(ref)
 
@@ -69,7 +70,7 @@ def test_report_md_and_samples(setup):
         assert s["reference"].startswith(("The ", "Yes, we have"))
         assert isinstance(s["base"], str) and isinstance(s["tuned"], str)
     md = (art.path / "report.md").read_text()
-    assert md == art.report["markdown"]
+    assert md == evaluate.STAGE.summary(art.report)
     assert "| tuned |" in md and samples[0]["reference"] in md
 
 
@@ -88,8 +89,8 @@ def test_score_is_the_models_own_loss_and_ignores_batching(setup):
     _, cfg, fmt, _, _ = setup
     tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
     model = load_base_model(cfg.model, tok).eval()
-    rows = train.load_split(fmt, "eval")[:3]
-    enc = [evaluate.encode(tok, train.sft_example(r, tok.eos_token), 128) for r in rows]
+    rows = load_split(fmt, "eval")[:3]
+    enc = [evaluate.encode(tok, sft_example(r, tok.eos_token), 128) for r in rows]
     one_batch = evaluate.score(model, [enc], tok.pad_token_id, "t")
     one_each = evaluate.score(model, [[e] for e in enc], tok.pad_token_id, "t")
     for k in ("loss_all", "loss_completion", "tokens_all", "tokens_completion"):

@@ -167,7 +167,7 @@ def test_long_example_is_counted_as_truncated_not_cut(mixed):
     assert rep["splits"][split]["truncated"] == 1
     assert rep["tokens"][split]["max"] == rows["long"]["n_tokens"]
     assert rep["splits"]["train"]["records"] + rep["splits"]["eval"]["records"] == 6
-    assert "```" in rep["markdown"] and GEN_PROMPT in rep["markdown"]
+    assert "```" in fmt.STAGE.summary(rep) and GEN_PROMPT in fmt.STAGE.summary(rep)
 
 
 def test_saved_tokenizer_reloads_with_chat_template(mixed):

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from tasks import ingest
+from tasks.ingest import IngestConfig, SourceConfig
 from tuneline.artifacts import Artifact, ArtifactStore
-from tuneline.config import IngestConfig, PipelineConfig, SourceConfig
-from tuneline.stage import stage_key
+from tuneline.config import PipelineConfig
+from tuneline.errors import InputError
 
 # Filters that would get in the way of a test about shapes: keep every language, no Gopher rules.
 LENIENT = {"languages": [], "quality_filter": False, "min_chars": 0}
@@ -27,8 +28,8 @@ def make_cfg(sources: list[SourceConfig | str | Path], **ingest_fields) -> Pipel
 
 def run_ingest(root: Path, cfg: PipelineConfig) -> Artifact:
     store = ArtifactStore(root)
-    with store.writer("ingest", stage_key(ingest, cfg, []), [], cfg.ingest) as out:
-        ingest.run([], cfg, out)
+    with store.writer("ingest", ingest.STAGE.key(cfg, []), [], cfg.ingest) as out:
+        ingest.run([], ingest.STAGE.slice(cfg), out)
         ref = out.commit()
     return store.open(ref)
 
@@ -69,7 +70,7 @@ def test_demo_counts_add_up(demo):
     assert sum(s["kept"] for s in report["sources"]) == len(kept) == report["records_out"]
     assert sum(report["rejected_by_reason"].values()) == len(rejected)
     assert len({r.id for r in kept}) == len(kept), "record ids must be unique"
-    assert "| rejected because |" in report["markdown"]
+    assert "| rejected because |" in ingest.STAGE.summary(report)
 
 
 def test_demo_planted_rows_rejected_for_the_right_reason(demo):
@@ -462,7 +463,7 @@ def test_source_keys_follow_file_bytes_not_paths(tmp_path):
     write_jsonl(src, [{"text": "second version of the file"}])
     after = ingest.source_keys(cfg)
     assert after != before
-    assert stage_key(ingest, cfg, []) != stage_key(ingest, make_cfg([src], min_chars=5), [])
+    assert ingest.STAGE.key(cfg, []) != ingest.STAGE.key(make_cfg([src], min_chars=5), [])
     moved = tmp_path / "moved.jsonl"
     src.rename(moved)
     assert ingest.source_keys(make_cfg([moved])) == after
@@ -472,10 +473,10 @@ def test_missing_source_names_the_config_field(tmp_path):
     ok = write_jsonl(tmp_path / "ok.jsonl", [{"text": "a perfectly fine record"}])
     cfg = make_cfg([ok, tmp_path / "nope.jsonl"])
     with pytest.raises(
-        FileNotFoundError, match=r"ingest\.sources\[1\]\.path: .*nope\.jsonl.* does not exist"
+        InputError, match=r"ingest\.sources\[1\]\.path: .*nope\.jsonl.* does not exist"
     ):
         ingest.source_keys(cfg)
-    with pytest.raises(FileNotFoundError, match=r"ingest\.sources\[1\]\.path"):
+    with pytest.raises(InputError, match=r"ingest\.sources\[1\]\.path"):
         run_ingest(tmp_path / "a", cfg)
     assert not (tmp_path / "a" / "ingest").exists() or not list(
         (tmp_path / "a" / "ingest").iterdir()
@@ -487,13 +488,13 @@ def test_same_file_listed_twice_is_a_config_error(tmp_path):
     b = tmp_path / "b.jsonl"
     b.write_bytes(a.read_bytes())
     with pytest.raises(
-        ValueError, match=r"ingest\.sources\[1\]\.path .* same content as ingest\.sources\[0\]"
+        InputError, match=r"ingest\.sources\[1\]\.path .* same content as ingest\.sources\[0\]"
     ):
         ingest.source_keys(make_cfg([a, b]))
 
 
 def test_run_stage_reuses_until_a_source_changes(tmp_path):
-    from tuneline.stage import run_stage
+    from tuneline.stage import execute
 
     src = write_jsonl(
         tmp_path / "rows.jsonl",
@@ -504,11 +505,11 @@ def test_run_stage_reuses_until_a_source_changes(tmp_path):
             "run": PipelineConfig().run.model_copy(update={"artifact_root": str(tmp_path / "art")})
         }
     )
-    first = run_stage(ingest, cfg, [])
+    first = execute(ingest.STAGE, cfg, [])
     assert not first.reused and first.report["records_kept"] == 1
-    assert run_stage(ingest, cfg, []).reused
+    assert execute(ingest.STAGE, cfg, []).reused
     write_jsonl(
         src, [{"instruction": "Is shipping free?", "output": "Only for Trail Points members."}]
     )
-    third = run_stage(ingest, cfg, [])
+    third = execute(ingest.STAGE, cfg, [])
     assert not third.reused and third.ref.key != first.ref.key

@@ -12,6 +12,7 @@ from tests.support.catalogue import tiny_config, write_format_artifact
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import PipelineConfig
 from tuneline.models import load_base_model, load_tokenizer
+from tuneline.splits import load_split, sft_example
 
 
 def run_train(store: ArtifactStore, fmt, cfg: PipelineConfig, key: str = "t" * 64):
@@ -51,7 +52,7 @@ def test_training_lowers_the_loss(trained):
     assert metrics["trained_tokens"] > 168 * 2 * 20  # every row seen twice, > 20 tokens each
     history = json.loads((art.path / "log_history.json").read_text())
     assert [h["step"] for h in history if "loss" in h][:3] == [1, 2, 4]
-    assert "loss first" in m["markdown"]
+    assert "loss first" in train.STAGE.summary(m)
 
 
 def test_trained_weights_are_exactly_what_is_saved(trained):
@@ -87,7 +88,7 @@ def test_adapter_loads_onto_a_rebuilt_base_and_changes_it(trained):
     _, cfg, fmt, art = trained
     tok = load_tokenizer(cfg.model, art.path / "tokenizer")
     assert tok.get_vocab() == load_tokenizer(cfg.model, fmt.path / "tokenizer").get_vocab()
-    row = train.load_split(fmt, "train")[0]
+    row = load_split(fmt, "train")[0]
     ids = tok(row["text"], return_tensors="pt")["input_ids"]
     labels = ids.clone()
     labels[:, : len(tok(row["prompt"])["input_ids"])] = -100  # scored on the reply, as trained
@@ -111,9 +112,9 @@ def test_completion_ends_with_a_single_eos():
         "prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
         "completion": "hello<|im_end|>\n",
     }
-    assert train.sft_example(row, "<|im_end|>")["completion"] == "hello<|im_end|>"
+    assert sft_example(row, "<|im_end|>")["completion"] == "hello<|im_end|>"
     assert (
-        train.sft_example({"prompt": "", "completion": "a doc\n"}, "<|im_end|>")["completion"]
+        sft_example({"prompt": "", "completion": "a doc\n"}, "<|im_end|>")["completion"]
         == "a doc\n<|im_end|>"
     )
 
@@ -139,7 +140,7 @@ def test_packed_examples_do_not_attend_to_each_other(trained):
     _, cfg, fmt, _ = trained
     tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
     model = load_base_model(cfg.model, tok).eval()
-    texts = [r["text"] for r in train.load_split(fmt, "train")[:3]]
+    texts = [r["text"] for r in load_split(fmt, "train")[:3]]
     examples = [{"input_ids": tok(t)["input_ids"]} for t in texts]
     batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
         examples

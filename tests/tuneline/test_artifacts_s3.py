@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
 from pathlib import Path
 
 import pytest
 
 from flows.finetune import finetune
 from tests.support.s3_server import S3Server, s3_server
+from tests.support.stages import fake_config, fake_stage
 from tuneline.artifacts import ArtifactStore
-from tuneline.config import STAGES, PipelineConfig, load_config
+from tuneline.config import STAGES, load_config
 from tuneline.pipeline import plan_keys
 from tuneline.records import Record
-from tuneline.stage import InjectedFailure, run_stage
+from tuneline.stage import InjectedFailure
+from tuneline.stage import execute as run_stage
 
 BUCKET = "tuneline-artifacts"
 
@@ -134,12 +135,9 @@ def test_run_stage_and_fault_injection_on_s3(s3, tmp_path, monkeypatch):
     """run_stage outside Prefect: TUNELINE_FAIL's attempt counter lives in the bucket, so it
     counts attempts across machines; the stage's artifact is reused once published."""
     on_machine(monkeypatch, tmp_path / "a")
-    cfg = PipelineConfig()
-    cfg.run.artifact_root = f"s3://{BUCKET}/faults-run"
+    cfg = fake_config(f"s3://{BUCKET}/faults-run")
     calls: list[int] = []
-    mod = types.ModuleType("fake")
-    mod.STAGE, mod.VERSION, mod.SECTIONS, mod.INPUTS = "fake", 1, ("run",), ()
-    mod.run = lambda inputs, cfg, out: (calls.append(1), out.write(_rec(1)))
+    mod = fake_stage(lambda inputs, cfg, out: (calls.append(1), out.write(_rec(1))))
     monkeypatch.setenv("TUNELINE_FAIL", "fake:1")
     with pytest.raises(InjectedFailure, match="1/1 of stage 'fake'"):
         run_stage(mod, cfg, [])

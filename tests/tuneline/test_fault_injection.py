@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
+from tests.support.stages import fake_config
+from tests.support.stages import fake_stage as _fake_stage
 from tuneline.artifacts import ArtifactStore
-from tuneline.config import PipelineConfig
-from tuneline.records import Record
-from tuneline.stage import InjectedFailure, run_stage
+from tuneline.stage import InjectedFailure
+from tuneline.stage import execute as run_stage
 
 
-def fake_stage(calls: list[int]) -> types.ModuleType:
-    mod = types.ModuleType("fake")
-    mod.STAGE, mod.VERSION, mod.SECTIONS, mod.INPUTS = "fake", 1, ("run",), ()
-
-    def run(inputs, cfg, out):
-        calls.append(1)
-        out.write(Record(id="r1", kind="text", text="hello"))
-
-    mod.run = run
-    return mod
+def fake_stage(calls: list[int]):
+    return _fake_stage(calls=calls)
 
 
 def test_fails_n_attempts_before_work_then_runs(tmp_path, monkeypatch):
-    cfg = PipelineConfig()
-    cfg.run.artifact_root = str(tmp_path / "artifacts")
+    cfg = fake_config(str(tmp_path / "artifacts"))
     calls: list[int] = []
     mod = fake_stage(calls)
     monkeypatch.setenv("TUNELINE_FAIL", "evaluate, fake:2")
@@ -41,8 +31,7 @@ def test_fails_n_attempts_before_work_then_runs(tmp_path, monkeypatch):
 
 
 def test_unset_or_other_stage_never_fails(tmp_path, monkeypatch):
-    cfg = PipelineConfig()
-    cfg.run.artifact_root = str(tmp_path / "artifacts")
+    cfg = fake_config(str(tmp_path / "artifacts"))
     calls: list[int] = []
     monkeypatch.setenv("TUNELINE_FAIL", "train")
     assert not run_stage(fake_stage(calls), cfg, []).reused

@@ -1,0 +1,136 @@
+"""Where Prefect meets the stages: the one generic task wrapper, and the hooks that show a
+stage's work in the Prefect UI. Apart from ``flows/``, this is the only module that imports
+Prefect; stage code never does.
+
+- ``stage_task(stage, run_cfg)``: a Prefect task named after the stage that runs
+  ``tuneline.stage.execute``; its retries come from ``run.retries`` only, and only errors a
+  retry can fix are retried (``tuneline.errors.is_transient``). A user or input error fails the
+  stage at once.
+- While a stage task runs, stage code's ``tuneline.progress.logger()`` is Prefect's run logger
+  and ``progress_handle()`` moves a ``<stage>-progress`` artifact.
+- After a stage, its report is published as ``<stage>-report`` (table) and ``<stage>-summary``
+  (markdown, from ``Stage.summary``), on reuse too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.logging import get_run_logger
+from prefect.tasks import exponential_backoff
+
+from tuneline import progress, registry
+from tuneline.artifacts import ArtifactRef
+from tuneline.errors import is_transient, user_error
+from tuneline.sections import RunConfig
+from tuneline.stage import Stage, StageHooks, StageOutcome, execute, flatten_report
+
+
+def in_prefect_run() -> bool:
+    try:
+        get_run_context()
+        return True
+    except Exception:  # MissingContextError: a plain call
+        return False
+
+
+class PrefectProgress(progress.ProgressHandle):
+    def __init__(self, stage: str, description: str):
+        self.id = create_progress_artifact(progress=0.0, key=f"{stage}-progress", description=description)
+
+    def update(self, percent: float, description: str | None = None) -> None:
+        update_progress_artifact(self.id, progress=min(100.0, percent), description=description)
+
+
+class PrefectReporter(progress.Reporter):
+    """Stage code's logger and progress handles inside a Prefect run."""
+
+    def logger(self) -> logging.Logger | logging.LoggerAdapter:
+        return get_run_logger()
+
+    def progress(self, stage: str, description: str) -> progress.ProgressHandle:
+        return PrefectProgress(stage, description)
+
+
+def publish_report(stage: Stage, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
+    """Shows the report in the Prefect UI as keyed table and markdown artifacts."""
+    if not in_prefect_run():
+        return
+    rows = [{"metric": k, "value": str(v)} for k, v in flatten_report(report)]
+    note = f"artifact {ref.key[:12]}{', reused' if reused else ''}"
+    create_table_artifact(key=f"{stage.name}-report", table=rows, description=f"{stage.name} report ({note})")
+    try:
+        md = stage.summary(report)
+    except Exception as e:  # an old report without a field the summary wants: show the table only
+        get_run_logger().warning("%s: could not render its summary (%s)", stage.name, e)
+        return
+    create_markdown_artifact(key=f"{stage.name}-summary", markdown=md, description=f"{stage.name} summary ({note})")
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: only errors a second attempt may not see."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False)
+        except Exception as e:  # the result could not be read: decide on that error
+            exc = e
+    retry = is_transient(exc if isinstance(exc, BaseException) else None)
+    if not retry and user_error(exc) is None:
+        get_run_logger().info("not retrying %s: a retry cannot fix it", type(exc).__name__)
+    return retry
+
+
+def _run(name: str, cfg: Any, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
+    stage = registry.get(name)
+    with progress.reporting(PrefectReporter()):
+        return execute(stage, cfg, inputs, force=force, hooks=StageHooks(logger=get_run_logger(), publish=publish_report))
+
+
+def stage_task(stage: Stage, run_cfg: RunConfig):
+    """The Prefect task that runs ``stage``: named after it, retried per ``run`` on transient errors."""
+    return task(
+        _run,
+        name=stage.name,
+        task_run_name=stage.name,
+        cache_policy=NO_CACHE,  # the artifact store is the cache
+        retries=run_cfg.retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=run_cfg.retry_delay_seconds) if run_cfg.retries else 0,
+        retry_condition_fn=_retry_if_transient,
+        description=stage.describe(),
+    )
+
+
+def read_secret(name: str) -> str:
+    """The value of the Prefect Secret block ``name`` (ValueError when it cannot be loaded)."""
+    from prefect.blocks.system import Secret
+
+    return Secret.load(name).get()
+
+
+class QuietUserErrors(logging.Filter):
+    """For console handlers: drops Prefect's failure records (and their tracebacks) for user and
+    input errors, whose one message the CLI prints itself. The run's logs in the UI keep them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return user_error(exc) is None
+
+
+def quiet_console_for_user_errors() -> None:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for h in logging.getLogger(name).handlers:
+            if isinstance(h, PrefectConsoleHandler) and not any(isinstance(f, QuietUserErrors) for f in h.filters):
+                h.addFilter(QuietUserErrors())
