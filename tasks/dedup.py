@@ -25,7 +25,6 @@ import hashlib
 import json
 import re
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from pydantic import Field
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.progress import track
 from tuneline.records import Record
+from tuneline.scratch import new_scratch_dir
 from tuneline.sections import Section
 from tuneline.stage import Stage
 
@@ -332,7 +332,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         out: the writer; kept records, rejected duplicates (with ``duplicate_of``) and the report.
     """
     dcfg = cfg.dedup
-    work = Path(tempfile.mkdtemp(prefix="tuneline-dedup-"))
+    work = new_scratch_dir("dedup")  # removed below; by a later run's sweep if killed
     examples: list[tuple[str, Record, str]] = []
     try:
         n_in, n_minhash = exact_pass(inputs[0].records(), dcfg, out, work, examples)

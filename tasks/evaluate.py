@@ -1,9 +1,10 @@
 """evaluate: held-out loss and perplexity of the base model against base + adapter.
 
-Both models score the same eval-split rows, tokenized exactly as train tokenized its rows
-(``tasks.train.sft_example``, TRL's prompt/completion masking), so the numbers compare like
-with like: ``loss_completion`` is the mean token NLL of the replies (what was trained, and the
-headline ``loss``), ``loss_all`` that of the whole rendered text. The base is rebuilt the way
+Both models score the same eval-split rows (``tuneline.splits.SplitRow``), tokenized exactly
+as train's SFT method tokenized its rows (``tuneline.splits.sft_example``, TRL's
+prompt/completion masking), so the numbers compare like with like: ``loss_completion`` is the
+mean token NLL of the replies (what was trained, and the headline ``loss``), ``loss_all`` that
+of the whole rendered text. The base is rebuilt the way
 train built it (same hub id or path; same seed for the tiny Llama) and the tuned model is that
 base with the train artifact's adapter, so one model in memory serves both (PEFT's
 ``disable_adapter`` gives the base back). A few greedy answers from both show what changed.
@@ -215,16 +216,16 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     tuned = score(model, batches, pad_id, "tuned")
 
     samples = []
-    for row in [r for r in rows if r["prompt"]][: ev.num_samples]:
+    for row in [r for r in rows if r.prompt][: ev.num_samples]:
         with model.disable_adapter():
-            base_answer = generate(model, tokenizer, row["prompt"], ev.max_new_tokens)
+            base_answer = generate(model, tokenizer, row.prompt, ev.max_new_tokens)
         samples.append(
             {
-                "id": row["id"],
-                "prompt": plain(tokenizer, row["prompt"]),
-                "reference": plain(tokenizer, row["completion"]),
+                "id": row.id,
+                "prompt": plain(tokenizer, row.prompt),
+                "reference": plain(tokenizer, row.completion),
                 "base": base_answer,
-                "tuned": generate(model, tokenizer, row["prompt"], ev.max_new_tokens),
+                "tuned": generate(model, tokenizer, row.prompt, ev.max_new_tokens),
             }
         )
 

@@ -10,11 +10,15 @@ moves old records across. Long examples are counted, not cut: the trainer trunca
 ``max_length``. The kept records also go out in the common schema (with ``meta.split``) and as
 Alpaca / ShareGPT / preference files for users of other tools.
 
-Row schema of the split files (train and evaluate read it)::
+Rows of the split files are ``tuneline.splits.SplitRow`` (train, evaluate and export read
+them through ``tuneline.splits.read_split``)::
 
     {"id", "kind": "text"|"chat"|"preference", "prompt", "completion",
-     "text" (= prompt + completion), "n_tokens" (tokens of text),
-     "truncated" (n_tokens > format.max_length), "rejected_completion" (preference only)}
+     "rejected_completion" (preference only), "text" (= prompt + completion),
+     "n_tokens" (tokens of text), "truncated" (n_tokens > format.max_length)}
+
+Every row is validated through ``SplitRow`` before it is written: one that does not fit is a
+bug in ``render`` and fails the stage.
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ import numpy as np
 from jinja2 import TemplateError
 from pydantic import Field
 
+from tuneline import shapes
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
 from tuneline.models import CHATML_TEMPLATE, load_tokenizer, train_tokenizer
 from tuneline.progress import track
 from tuneline.records import Record, dump_jsonl_gz
 from tuneline.sections import Section
+from tuneline.splits import SPLITS, SplitRow
 from tuneline.stage import Stage
 
 # -------------------------------------------------------------------------------- format
@@ -47,11 +53,6 @@ class FormatConfig(Section):
     max_length: int = Field(default=512, ge=16, description="Token budget per example; longer ones are truncated and counted.")
     split_seed: int = Field(default=0, description="Salt of the id hash that splits train/eval.")
 
-
-
-SPLITS = ("train", "eval")
-# ShareGPT speaker names; "observation" is LLaMA-Factory's name for a tool result.
-SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
 
 
 class RenderError(ValueError):
@@ -122,7 +123,7 @@ def _reply_after(tok, prompt_messages: list[dict[str, str]], reply: str, prompt:
 
 
 def render(record: Record, tok) -> dict[str, Any]:
-    """One split row (without n_tokens/truncated) for ``record``.
+    """The fields of one ``SplitRow`` for ``record``, all but ``n_tokens``/``truncated``.
 
     Args:
         record: a kept record of any kind.
@@ -190,49 +191,23 @@ def assign_splits(ids: list[str], seed: int, eval_fraction: float) -> dict[str, 
 # -------------------------------------------------------------------------------- exports
 
 
-def to_alpaca(record: Record) -> dict[str, str] | None:
-    """An Alpaca row for a single-turn chat ([system,] user, assistant), else None."""
-    if record.kind != "chat":
-        return None
-    msgs = record.messages or []
-    system = None
-    if msgs and msgs[0].role == "system":
-        system, msgs = msgs[0].content, msgs[1:]
-    if [m.role for m in msgs] != ["user", "assistant"]:
-        return None
-    # Ingest already joined instruction and input into one user turn; it cannot be split back.
-    row = {"instruction": msgs[0].content, "input": "", "output": msgs[1].content}
-    if system is not None:
-        row["system"] = system
-    return row
-
-
-def to_sharegpt(record: Record) -> dict[str, Any]:
-    return {
-        "conversations": [
-            {"from": SHAREGPT_FROM[m.role], "value": m.content} for m in record.messages or []
-        ]
-    }
-
-
-def to_preference(record: Record) -> dict[str, Any]:
-    return {"prompt": _messages(record), "chosen": record.chosen, "rejected": record.rejected}
-
-
 def write_exports(kept: list[Record], out: ArtifactWriter) -> dict[str, int]:
-    """Writes ``exports/`` (alpaca.json, sharegpt.json, preference.jsonl); returns their counts."""
+    """Writes ``exports/`` (alpaca.json, sharegpt.json, preference.jsonl); returns their counts.
+
+    Each row is its shape's ``dump`` (``tuneline.shapes``), the inverse of what ingest parses.
+    """
     alpaca, not_alpaca = [], 0
     sharegpt, preference = [], []
     for r in kept:
         if r.kind == "chat":
-            row = to_alpaca(r)
+            row = shapes.alpaca.dump(r)
             if row is None:
                 not_alpaca += 1
             else:
                 alpaca.append(row)
-            sharegpt.append(to_sharegpt(r))
+            sharegpt.append(shapes.sharegpt.dump(r))
         elif r.kind == "preference":
-            preference.append(to_preference(r))
+            preference.append(shapes.preference.dump(r))
     out.file("exports/alpaca.json").write_text(json.dumps(alpaca, ensure_ascii=False, indent=1))
     out.file("exports/sharegpt.json").write_text(json.dumps(sharegpt, ensure_ascii=False, indent=1))
     with open(out.file("exports/preference.jsonl"), "w", encoding="utf-8") as fh:
@@ -262,22 +237,22 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def split_report(rows: dict[str, list[dict[str, Any]]], cfg) -> dict[str, Any]:
+def split_report(rows: dict[str, list[SplitRow]], cfg) -> dict[str, Any]:
     """Counts per split and kind, token-length stats and truncation, from the split rows."""
     n_rows = sum(len(rows[s]) for s in SPLITS)
-    n_truncated = sum(r["truncated"] for s in SPLITS for r in rows[s])
+    n_truncated = sum(r.truncated for s in SPLITS for r in rows[s])
     splits = {}
     for s in SPLITS:
-        kinds = Counter(r["kind"] for r in rows[s])
+        kinds = Counter(r.kind for r in rows[s])
         splits[s] = {
             "records": len(rows[s]),
             "by_kind": {k: kinds[k] for k in ("chat", "preference", "text") if kinds[k]},
-            "truncated": sum(r["truncated"] for r in rows[s]),
+            "truncated": sum(r.truncated for r in rows[s]),
         }
     return {
         "max_length": cfg.format.max_length,
         "splits": splits,
-        "tokens": {s: length_stats([r["n_tokens"] for r in rows[s]]) for s in SPLITS},
+        "tokens": {s: length_stats([r.n_tokens for r in rows[s]]) for s in SPLITS},
         "truncated": {"count": n_truncated, "share": round(n_truncated / max(n_rows, 1), 4)},
     }
 
@@ -337,15 +312,19 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     tok.save_pretrained(str(out.file("tokenizer/tokenizer_config.json").parent))
 
     # Rendered rows stay in memory: the split needs every kept id before any row is written.
-    kept: list[tuple[Record, dict[str, Any]]] = []
+    kept: list[tuple[Record, SplitRow]] = []
     for record in track(inputs[0].records(), "format: rendering"):
         try:
-            row = render(record, tok)
+            fields = render(record, tok)
         except RenderError as e:
             out.reject(record, e.reason, error=str(e))
             continue
-        row["n_tokens"] = count_tokens(tok, row["text"])
-        row["truncated"] = row["n_tokens"] > fmt.max_length
+        n_tokens = count_tokens(tok, fields["text"])
+        # Not caught: a rendered row that does not fit the schema train and evaluate read is
+        # a bug here, not a bad record to reject.
+        row = SplitRow.model_validate(
+            {**fields, "n_tokens": n_tokens, "truncated": n_tokens > fmt.max_length}
+        )
         kept.append((record, row))
     if not kept:
         why = dict(out.reasons) or "the input is empty"
@@ -355,7 +334,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         )
 
     split_of = assign_splits([r.id for r, _ in kept], fmt.split_seed, fmt.eval_fraction)
-    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    rows: dict[str, list[SplitRow]] = {s: [] for s in SPLITS}
     records: list[Record] = []
     for record, row in kept:
         split = split_of[record.id]
@@ -365,13 +344,13 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         out.write(record)
     for s in SPLITS:
         with open(out.file(f"splits/{s}.jsonl.gz"), "wb") as fh:
-            dump_jsonl_gz(rows[s], fh)
+            dump_jsonl_gz((r.to_json() for r in rows[s]), fh)
 
     report = split_report(rows, cfg)
     report["tokenizer"] = tok_info
     report["exports"] = write_exports(records, out)
-    example = next((r for s in SPLITS for r in rows[s] if r["kind"] == "chat"), kept[0][1])
-    report["example"] = {k: example[k] for k in ("kind", "n_tokens", "text")}
+    example = next((r for s in SPLITS for r in rows[s] if r.kind == "chat"), kept[0][1])
+    report["example"] = {"kind": example.kind, "n_tokens": example.n_tokens, "text": example.text}
     out.report.update(report)
 
 

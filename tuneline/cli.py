@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -93,23 +94,35 @@ def run(
     _selection(only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tuneline")
 
-    from flows.finetune import finetune
-    from tuneline.errors import user_error
-    from tuneline.orchestration import quiet_console_for_user_errors
+    from tuneline import scratch
+    from tuneline.ui import TemporaryAPI
 
-    quiet_console_for_user_errors()
+    scratch.sweep()  # scratch folders and Prefect homes of runs that were killed
+    # Without PREFECT_API_URL, our own temporary Prefect API (not Prefect's): it dies with this
+    # process even on kill -9, and boots while the flow is imported.
+    api = TemporaryAPI.maybe_start()
     try:
-        summary = finetune(config=cfg, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
-    except Exception as e:
-        cause = user_error(e)
-        if cause is not None:  # a user or input error: its message says what to change
-            err.print(f"[red]error: {cause}[/red]")
+        from flows.finetune import finetune
+        from tuneline.errors import user_error
+        from tuneline.orchestration import quiet_console_for_user_errors
+
+        quiet_console_for_user_errors()
+        try:
+            with api.serving() if api else contextlib.nullcontext():
+                summary = finetune(config=cfg, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
+        except Exception as e:
+            cause = user_error(e)
+            if cause is not None:  # a user or input error: its message says what to change
+                err.print(f"[red]error: {cause}[/red]")
+                err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
+                raise typer.Exit(1) from None
+            # a stage failed after its retries (or Prefect's API did not start): say which
+            err.print(f"[red]run failed: {type(e).__name__}: {e}[/red]")
             err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
             raise typer.Exit(1) from None
-        # a stage failed after its retries: say which, and how to resume
-        err.print(f"[red]run failed: {type(e).__name__}: {e}[/red]")
-        err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
-        raise typer.Exit(1) from None
+    finally:
+        if api:
+            api.stop()
     _print_summary(cfg, summary)
 
 
@@ -134,7 +147,7 @@ def _print_summary(cfg: PipelineConfig, summary: dict) -> None:
     console.print(t)
     if "evaluate" in summary["stages"]:
         ev = ArtifactRef(**summary["stages"]["evaluate"]["ref"])
-        console.print(f"Evaluation report: {store.uri(ev.stage, ev.key)}/report.md")
+        console.print(f"Evaluation report: {store.open(ev).uri}/report.md")
     console.print(f"Artifacts: {store.root}   (tuneline status shows what is stored)")
 
 
@@ -231,6 +244,53 @@ def show_config(
         return
     cfg = _load(config, set_)
     sys.stdout.write(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def _verdict(problems: list) -> str:
+    """A row's state: ok, or which files are missing and which changed."""
+    from rich.markup import escape
+
+    if not problems:
+        return "[green]ok[/green]"
+    parts = []
+    for state in ("missing", "changed"):
+        names = [p.name for p in problems if p.state == state]
+        if names:
+            parts.append(f"{state}: {', '.join(names)}")
+    return f"[red]{escape('; '.join(parts))}[/red]"
+
+
+@app.command()
+def verify(config: ConfigArg = None, set_: SetOpt = None) -> None:
+    """Check every stored artifact of a config against its manifest (size and sha256 of every
+    file); exit 1 if a file is missing or changed."""
+    cfg = _load(config, set_)
+    from tuneline.artifacts import ArtifactStore
+    from tuneline.pipeline import plan_keys
+
+    store = ArtifactStore(cfg.run.artifact_root)
+    t = Table(title=f"artifacts of '{cfg.run.name}' under {store.root}, checked against their manifests")
+    for col in ("stage", "artifact", "files", "state"):
+        t.add_column(col, overflow="fold")
+    bad: list[tuple[str, str, list]] = []
+    for stage, ref in plan_keys(cfg).items():
+        if not store.exists(stage, ref.key):
+            t.add_row(stage, ref.short, "", "[dim]not stored[/dim]")
+            continue
+        art = store.open(ref)
+        problems = art.verify()
+        if problems:
+            bad.append((stage, f"{ref.short} {art.generation}", problems))
+        t.add_row(stage, f"{ref.short} {art.generation}", str(len(art.files)), _verdict(problems))
+    console.print(t)
+    if bad:
+        # One plain line per file as well: table cells fold long names.
+        for stage, which, problems in bad:
+            for p in problems:
+                err.print(f"{stage} {which}: {p}", markup=False, highlight=False)
+        names = " ".join(f"--force {stage}" for stage, _, _ in bad)
+        err.print(f"[red]{len(bad)} artifact(s) do not match their manifests; recompute them: tuneline run {names}[/red]")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ Prefect; stage code never does.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import task
@@ -31,7 +34,7 @@ from prefect.tasks import exponential_backoff
 
 from tuneline import progress, registry
 from tuneline.artifacts import ArtifactRef
-from tuneline.errors import is_transient, user_error
+from tuneline.errors import TunelineError, is_transient, user_error
 from tuneline.sections import RunConfig
 from tuneline.stage import Stage, StageHooks, StageOutcome, execute, flatten_report
 
@@ -118,13 +121,24 @@ def read_secret(name: str) -> str:
     return Secret.load(name).get()
 
 
+def _subclasses(cls: type) -> set[type]:
+    return {cls} | {s for c in cls.__subclasses__() for s in _subclasses(c)}
+
+
 class QuietUserErrors(logging.Filter):
-    """For console handlers: drops Prefect's failure records (and their tracebacks) for user and
-    input errors, whose one message the CLI prints itself. The run's logs in the UI keep them."""
+    """For console handlers: drops Prefect's failure records for user and input errors (their
+    tracebacks, and the "Finished in state Failed(...)" lines that repeat the message), whose
+    one message the CLI prints itself. The run's logs in the UI keep them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return user_error(exc) is None
+        if exc is not None:
+            return user_error(exc) is None
+        msg = record.getMessage()
+        if "Finished in state Failed(" in msg:
+            names = "|".join(c.__name__ for c in _subclasses(TunelineError))
+            return re.search(rf"\b({names}): ", msg) is None
+        return True
 
 
 def quiet_console_for_user_errors() -> None:
@@ -134,3 +148,41 @@ def quiet_console_for_user_errors() -> None:
         for h in logging.getLogger(name).handlers:
             if isinstance(h, PrefectConsoleHandler) and not any(isinstance(f, QuietUserErrors) for f in h.filters):
                 h.addFilter(QuietUserErrors())
+
+
+# --------------------------------------------------------------------- the temporary API
+# (tuneline/ui.py's TemporaryAPI runs the server process; these are its Prefect-side hooks)
+
+
+def configured_api_url() -> str | None:
+    """The Prefect API this process is configured to use (environment, profile, test harness)."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
+
+
+@contextlib.contextmanager
+def use_api(api_url: str) -> Iterator[None]:
+    """Points this process's Prefect settings at ``api_url`` for the block, also for contexts
+    copied before it (Prefect's loop thread), as ``prefect_test_harness`` does."""
+    from prefect import context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
+        global_ctx = getattr(context, "_temporary_global_settings_context", None)  # private, 3.x
+        if global_ctx is not None:
+            stack.enter_context(global_ctx(context.get_settings_context()))
+        yield
+
+
+def drain_queues(timeout: float = 10) -> None:
+    """Sends the logs and events still queued in this process before its API server goes."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        try:
+            worker.drain_all(timeout=timeout)
+        except Exception:  # never started, or already stopped
+            pass

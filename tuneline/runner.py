@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -10,14 +11,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tuneline import registry
-from tuneline.artifacts import ArtifactRef, ArtifactStore
+from tuneline import registry, scratch
+from tuneline.artifacts import ArtifactRef, ArtifactStore, CorruptArtifact, corrupt_artifact
 from tuneline.errors import MissingArtifact
 from tuneline.orchestration import stage_task
 from tuneline.pipeline import Selection
 from tuneline.stage import StageOutcome
 
 __all__ = ["MissingArtifact", "StageRunner"]
+
+log = logging.getLogger("tuneline")
 
 
 class StageRunner:
@@ -30,6 +33,7 @@ class StageRunner:
         self.outcomes: dict[str, StageOutcome] = {}
         self.refs: dict[str, ArtifactRef | None] = {}
         self.started = time.time()
+        scratch.sweep()  # scratch folders of runs that were killed
 
     def __call__(self, name: str, *inputs: ArtifactRef | None) -> ArtifactRef | None:
         """Runs (or looks up) stage ``name`` on ``inputs``, the artifacts of its ``inputs`` stages."""
@@ -47,17 +51,64 @@ class StageRunner:
             if stage.name not in self.refs:
                 self(stage.name, *[self.refs.get(i) for i in stage.inputs])
 
+    @property
+    def inputs(self) -> dict[str, list[ArtifactRef]]:
+        """Each stage's input refs as this run passed them: what recomputing a corrupt
+        artifact starts from."""
+        return self.__dict__.setdefault("_inputs", {})
+
     def _step(self, name: str, refs: list[ArtifactRef]) -> ArtifactRef | None:
         stage = registry.get(name)
         if self.sel.after_last(name):
             return None
         if len(refs) != len(stage.inputs):  # an input was skipped: nothing to build on
             return None
+        self.inputs[name] = refs
         if not self.sel.runs(name):
             return self._look_up(name, refs)
-        outcome = stage_task(stage, self.cfg.run)(name, self.cfg, refs, force=self.sel.forced(name))
+        return self._run(name, refs, force=self.sel.forced(name))
+
+    def _run(self, name: str, refs: list[ArtifactRef], force: bool, repaired: frozenset[str] = frozenset()) -> ArtifactRef:
+        """Runs stage ``name`` as its Prefect task. When it finds an input corrupt (its files no
+        longer match its manifest), the input's stage is recomputed and ``name`` runs again,
+        once per corrupt input stage.
+
+        Args:
+            name: the stage.
+            refs: its input artifacts.
+            force: recompute even if its artifact exists.
+            repaired: stages already recomputed for this step (each is repaired at most once).
+        """
+        try:
+            outcome = stage_task(registry.get(name), self.cfg.run)(name, self.cfg, refs, force=force)
+        except Exception as e:
+            bad = corrupt_artifact(e)
+            if bad is None or not self._can_recompute(bad, repaired):
+                raise
+            self._recompute(name, bad, repaired | {bad.stage})
+            return self._run(name, refs, force, repaired | {bad.stage})
         self.outcomes[name] = outcome
         return outcome.ref
+
+    def _can_recompute(self, bad: CorruptArtifact, repaired: frozenset[str]) -> bool:
+        """Whether ``bad`` is an artifact of this run that it can rebuild: a stage it reached,
+        with the same key, not rebuilt once already for this step."""
+        refs = self.inputs.get(bad.stage)
+        return (
+            bad.stage not in repaired
+            and refs is not None
+            and registry.get(bad.stage).key(self.cfg, refs) == bad.key
+        )
+
+    def _recompute(self, reader: str, bad: CorruptArtifact, repaired: frozenset[str]) -> None:
+        """Unpublishes the corrupt generation and runs its stage again (its own inputs repaired
+        the same way if they turn out corrupt too)."""
+        log.warning(
+            "%s: input %s/%s (generation %s) does not match its manifest: %s; recomputing %s, then %s",
+            reader, bad.stage, bad.key[:12], bad.generation, "; ".join(map(str, bad.problems)), bad.stage, reader,
+        )  # fmt: skip
+        self.store.invalidate(bad.stage, bad.key, bad.generation, log)
+        self._run(bad.stage, self.inputs[bad.stage], force=False, repaired=repaired)
 
     def _look_up(self, name: str, refs: list[ArtifactRef]) -> ArtifactRef:
         key = registry.get(name).key(self.cfg, refs)
@@ -67,9 +118,15 @@ class StageRunner:
                 f"this run's selection; run it first, e.g. `tuneline run --to {name}`"
             )
         ref = self.store.ref(name, key)
-        self.outcomes[name] = StageOutcome(
-            stage=name, ref=ref, reused=True, seconds=0.0, report=self.store.open(ref).report
-        )
+        art = self.store.open(ref)
+        problems = art.check_sizes()
+        if problems:  # its files changed since it was published: the stage must run after all
+            log.warning(
+                "%s: artifact %s (outside this run's selection) does not match its manifest: %s; recomputing it",
+                name, key[:12], "; ".join(map(str, problems)),
+            )  # fmt: skip
+            return self._run(name, refs, force=False)
+        self.outcomes[name] = StageOutcome(stage=name, ref=ref, reused=True, seconds=0.0, report=art.report)
         return ref
 
     def finish(self) -> dict[str, Any]:

@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactStore, ArtifactWriter, artifact_key
+from tuneline.artifacts import (
+    MANIFEST,
+    Artifact,
+    ArtifactRef,
+    ArtifactStore,
+    ArtifactWriter,
+    artifact_key,
+)
 from tuneline.errors import StoreError, TransientError
 from tuneline.sections import ModelConfig, RunConfig, Section
 
@@ -116,7 +123,7 @@ class Stage:
         return artifact_key(self.name, self.version, key_config(sliced), [i.key for i in inputs] + extra)
 
     def describe(self) -> str:
-        return self.description or (self.summary.__doc__ or "").strip().splitlines()[0]
+        return self.description or ((self.summary.__doc__ or "").strip().splitlines() or [self.name])[0]
 
 
 def key_config(sliced: ConfigSlice) -> dict[str, Any]:
@@ -146,26 +153,105 @@ class StageHooks:
 def execute(
     stage: Stage, cfg: PipelineConfig, inputs: list[ArtifactRef], force: bool = False, hooks: StageHooks | None = None
 ) -> StageOutcome:
-    """Runs ``stage`` unless its artifact for these inputs and config exists (or ``force``)."""
+    """Runs ``stage`` unless its artifact for these inputs and config exists (or ``force``).
+
+    Check, lock, check again, compute, commit, release: a second run that wants the same key
+    while this one computes it waits for the key's lock (and logs that it waits), then reuses
+    what this one published. An artifact whose files fail the size check against its manifest
+    is treated as absent (a warning names the files) and recomputed as a new generation;
+    ``force`` also publishes a new generation, which readers of the old one never notice.
+
+    Args:
+        stage: the stage to run.
+        cfg: the pipeline config (the stage reads only its slice).
+        inputs: the artifacts of the stage's ``inputs`` stages, in order.
+        force: recompute even if the artifact exists (unless another run published it while
+            this one waited for the lock).
+        hooks: logging and report publishing (Prefect's, under the orchestrator).
+
+    Raises:
+        CorruptArtifact: an input's files do not match its manifest (the runner recomputes
+            that input and calls this again).
+    """
     hooks = hooks or StageHooks()
     t0 = time.time()
     store = open_store(cfg.run.artifact_root)
     key = stage.key(cfg, inputs)
-    if not force and store.exists(stage.name, key):
-        art = store.open(store.ref(stage.name, key))
-        hooks.logger.info("%s: reusing artifact %s", stage.name, key[:12])
-        hooks.publish(stage, art.report, art.ref, True)
-        return StageOutcome(stage=stage.name, ref=art.ref, reused=True, seconds=time.time() - t0, report=art.report)
+    reported: set[str] = set()  # generations whose bad files were already warned about
+    seen = store.current(stage.name, key) if force else None  # the generation a forced run replaces
+    if not force:
+        art = _reusable(store, stage.name, key, hooks.logger, reported)
+        if art is not None:
+            return _reused(stage, art, hooks, t0)
     inject_failure(store, stage.name)
-    opened = [store.open(r) for r in inputs]
-    hooks.logger.info("%s: running (artifact %s)", stage.name, key[:12])
-    sliced = stage.slice(cfg)
-    with _store_errors(store), store.writer(stage.name, key, inputs, key_config(sliced)) as out:
-        stage.run(opened, sliced, out)
-        ref = out.commit()
-        report = out.report
+    with _store_errors(store), store.lock(stage.name, key, hooks.logger) as lock:
+        # Another run may have published it while this one waited for the lock.
+        if not force or (lock.waited and store.current(stage.name, key) != seen):
+            art = _reusable(store, stage.name, key, hooks.logger, reported)
+            if art is not None:
+                return _reused(stage, art, hooks, t0)
+        opened = _open_inputs(store, inputs)
+        hooks.logger.info("%s: running (artifact %s)", stage.name, key[:12])
+        sliced = stage.slice(cfg)
+        with store.writer(stage.name, key, inputs, key_config(sliced), fence=lock.check) as out:
+            stage.run(opened, sliced, out)
+            ref = out.commit()
+            report = out.report
     hooks.publish(stage, report, ref, False)
     return StageOutcome(stage=stage.name, ref=ref, reused=False, seconds=time.time() - t0, report=report)
+
+
+def _reusable(store: ArtifactStore, name: str, key: str, logger: Any, reported: set[str]) -> Artifact | None:
+    """The published artifact of ``name``/``key`` if its files pass the size check, else None
+    (with one warning per bad generation, naming the files)."""
+    pointer = store.pointer(name, key)
+    if pointer is None or pointer.generation is None:
+        return None
+    try:
+        art = store.open(store.ref(name, key))
+    except FileNotFoundError:
+        if pointer.generation not in reported:
+            reported.add(pointer.generation)
+            logger.warning(
+                "%s: artifact %s (generation %s) lost its %s; recomputing it",
+                name, key[:12], pointer.generation, MANIFEST,
+            )  # fmt: skip
+        return None
+    problems = art.check_sizes()
+    if not problems:
+        return art
+    if art.generation not in reported:
+        reported.add(art.generation)
+        logger.warning(
+            "%s: artifact %s (generation %s) does not match its manifest: %s; recomputing it",
+            name, key[:12], art.generation, "; ".join(map(str, problems)),
+        )  # fmt: skip
+    return None
+
+
+def _reused(stage: Stage, art: Artifact, hooks: StageHooks, t0: float) -> StageOutcome:
+    hooks.logger.info("%s: reusing artifact %s", stage.name, art.ref.short)
+    report = art.report
+    hooks.publish(stage, report, art.ref, True)
+    return StageOutcome(stage=stage.name, ref=art.ref, reused=True, seconds=time.time() - t0, report=report)
+
+
+def _open_inputs(store: ArtifactStore, inputs: list[ArtifactRef]) -> list[Artifact]:
+    """The input artifacts, each one's file sizes checked against its manifest (cheap): a
+    deleted or truncated input file stops the stage here, naming the file, instead of deep in
+    the stage's libraries. Their hashes are checked as the stage reads them.
+
+    Raises:
+        CorruptArtifact: an input's files fail the size check.
+    """
+    opened = []
+    for ref in inputs:
+        art = store.open(ref)
+        problems = art.check_sizes()
+        if problems:
+            raise art.corrupt(problems)
+        opened.append(art)
+    return opened
 
 
 def open_store(root: str) -> ArtifactStore:

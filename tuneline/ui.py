@@ -1,4 +1,6 @@
-"""`tuneline ui`: a local Prefect server with tuneline's deployments and a worker, in one command.
+"""Local Prefect servers: `tuneline ui`'s, and the temporary API of a `tuneline run`.
+
+`tuneline ui`, in one command:
 
     server (SQLite under .prefect/, 127.0.0.1) -> work pool `tuneline` -> `prefect deploy --all`
     -> `prefect worker start --pool tuneline` -> print the URL -> wait for Ctrl-C -> stop all
@@ -6,21 +8,35 @@
 Every process starts in its own process group, so stopping it also stops what it spawned (the
 server's UI, the worker's flow-run subprocesses): nothing is left behind. The tests use the same
 functions to run the deployments against a real server.
+
+`TemporaryAPI`: what `tuneline run` starts when no Prefect API is configured, in place of the
+temporary server Prefect would start itself. Prefect's dies only when its parent exits normally;
+a `kill -9` of the run left it running (about 200 MB each). Ours is one process (uvicorn with
+Prefect's API app in-process, no UI, as Prefect's own) that the kernel kills when its parent
+dies (``PR_SET_PDEATHSIG`` on Linux), with its SQLite db in a scratch folder of the run
+(``tuneline.scratch``) that is removed when the run ends and swept by the next run if it was
+killed. A fresh db costs about 10 s of migrations; a migrated empty db kept in
+``~/.cache/tuneline/prefect-<version>/`` is copied in instead, so it starts as fast as Prefect's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 
+from tuneline import scratch
 from tuneline.deployments import POOL, sync
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +59,8 @@ def prefect_env(home: Path, api_url: str, **extra: str) -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
     )
-    env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # the default: SQLite under PREFECT_HOME
+    for key in ("PREFECT_API_DATABASE_CONNECTION_URL", "PREFECT_SERVER_DATABASE_CONNECTION_URL"):
+        env.pop(key, None)  # the default: SQLite under PREFECT_HOME
     env.update(extra)
     return env
 
@@ -68,8 +85,8 @@ def start_server(home: Path, port: int, log: Path | None = None) -> tuple[subpro
     return proc, api
 
 
-def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    """Polls ``/api/health`` until the server answers; fails early if it exited."""
+def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120, interval: float = 0.5) -> None:
+    """Polls ``/api/health`` every ``interval`` s until the server answers; fails early if it exited."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -79,7 +96,7 @@ def wait_healthy(api: str, proc: subprocess.Popen, timeout: float = 120) -> None
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.5)
+        time.sleep(interval)
     raise TimeoutError(f"prefect server at {api} not healthy after {timeout:.0f} s")
 
 
@@ -206,3 +223,185 @@ def serve_ui(port: int | None = None, home: Path | None = None, worker: bool = T
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         stop(procs)
+
+
+# ------------------------------------------------------------------ the temporary API of a run
+
+_STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot bind or start the app
+DB_FILES = ("prefect.db", "memo_store.toml")
+
+
+def template_dir() -> Path:
+    """Where a migrated, empty db for this Prefect version is kept between runs."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tuneline" / f"prefect-{metadata.version('prefect')}"
+
+
+def _seed(home: Path) -> bool:
+    """Copies the template db into ``home``; False if there is none (yet)."""
+    try:
+        src = template_dir()
+        for name in DB_FILES:
+            shutil.copyfile(src / name, home / name)
+        return True
+    except Exception:  # no template, no home directory, unreadable: migrate a fresh db
+        for name in DB_FILES:
+            (home / name).unlink(missing_ok=True)
+        return False
+
+
+def _save_template(home: Path) -> None:
+    """Keeps a copy of a just-migrated db (no runs in it yet) for the next runs."""
+    try:
+        dest = template_dir()
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = dest / f".tmp-{os.getpid()}"
+        shutil.copyfile(home / DB_FILES[1], tmp)
+        os.replace(tmp, dest / DB_FILES[1])
+        with contextlib.closing(sqlite3.connect(home / DB_FILES[0])) as src, contextlib.closing(sqlite3.connect(tmp)) as dst:
+            src.backup(dst)  # consistent while the server has it open
+        os.replace(tmp, dest / DB_FILES[0])  # the db last: with it, the template is whole
+    except Exception:  # a read-only cache, no home directory: the next run migrates again
+        pass
+
+
+def _drop_template() -> None:
+    shutil.rmtree(template_dir(), ignore_errors=True)
+
+
+def _prefect_api_url() -> str | None:
+    """The Prefect API this process is configured to use (environment, profile, test harness)."""
+    from tuneline.orchestration import configured_api_url
+
+    return configured_api_url()
+
+
+class TemporaryAPI:
+    """A Prefect API server for one `tuneline run`, gone when the run is (however it ends).
+
+    ``start()`` spawns it (call it early: it boots while the caller imports the flow);
+    ``serving()`` waits until it answers and points this process's Prefect settings at it (a
+    no-op if a Prefect API turns out to be configured after all, e.g. in a profile);
+    ``stop()`` drains this process's Prefect log and event queues into it, stops it and removes
+    its home. With ``PREFECT_API_URL`` in the environment, ``maybe_start()`` returns None.
+    """
+
+    def __init__(self, startup_timeout: float = 120):
+        self.startup_timeout = startup_timeout
+        self.home: Path | None = None
+        self.proc: subprocess.Popen | None = None
+        self.api: str | None = None
+        self.seeded = False
+
+    @classmethod
+    def maybe_start(cls) -> TemporaryAPI | None:
+        if os.environ.get("PREFECT_API_URL"):
+            return None
+        if "prefect.settings" in sys.modules and _prefect_api_url():  # e.g. in a test harness
+            return None
+        return cls().start()
+
+    def start(self) -> TemporaryAPI:
+        self.home = scratch.new_scratch_dir("prefect")
+        self.seeded = _seed(self.home)
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        assert self.home is not None
+        port = free_port()
+        self.api = f"http://127.0.0.1:{port}/api"
+        env = prefect_env(
+            self.home,
+            self.api,
+            # relative to the server's cwd (its home): the same URL in every home, so the
+            # template's memo of registered blocks stays valid and the registration is skipped
+            PREFECT_API_DATABASE_CONNECTION_URL="sqlite+aiosqlite:///prefect.db",
+            PREFECT_UI_ENABLED="0",  # what Prefect's own temporary server sets
+            PREFECT__SERVER_EPHEMERAL="1",
+            PREFECT__SERVER_FINAL="1",
+        )
+        # the kernel kills it when this process dies, even by kill -9 (tuneline/die_with_parent.py)
+        args = [sys.executable, "-m", "tuneline.die_with_parent", str(os.getpid()), "uvicorn"]
+        args += ["--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+        args += ["--log-level", "error", "--lifespan", "on"]
+        with open(self.home / "server.log", "wb") as log:  # this attempt's only
+            # its own session: a Ctrl-C in the terminal reaches the run, which then stops it
+            # after the flow has reported how it ended
+            self.proc = subprocess.Popen(
+                args, env=env, cwd=self.home, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            import psutil
+
+            started = psutil.Process(self.proc.pid).create_time()
+            (self.home / scratch.SERVER_PID).write_text(f"{self.proc.pid} {started}\n")
+        except Exception:  # gone already: wait_healthy says why
+            pass
+
+    def _log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join((self.home / "server.log").read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def _wait(self) -> None:
+        for attempt in range(3):
+            assert self.proc is not None and self.api is not None
+            try:
+                wait_healthy(self.api, self.proc, timeout=self.startup_timeout, interval=0.1)
+                return
+            except RuntimeError:
+                code, said = self.proc.returncode, self._log_tail()
+                if code == _STARTUP_FAILURE and attempt < 2 and "already in use" in said:
+                    self._spawn()  # the port was taken meanwhile: another one
+                    continue
+                if code == _STARTUP_FAILURE and attempt < 2 and self.seeded:
+                    _drop_template()  # perhaps a bad template: start from an empty db
+                    for name in DB_FILES:
+                        (self.home / name).unlink(missing_ok=True)
+                    self.seeded = False
+                    self._spawn()
+                    continue
+                raise RuntimeError(f"the temporary Prefect API exited with code {code} before it answered:\n{said}") from None
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the temporary Prefect API did not answer within {self.startup_timeout:.0f} s "
+                    f"(set PREFECT_API_URL to use a running server):\n{self._log_tail()}"
+                ) from None
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[str | None]:
+        """Points Prefect at this server for the block; yields its API URL (None if Prefect
+        already had an API configured: then this server is stopped unused)."""
+        from tuneline.orchestration import drain_queues, use_api
+
+        if _prefect_api_url():
+            self.stop()
+            yield None
+            return
+        self._wait()
+        if not self.seeded:
+            _save_template(self.home)
+        before = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = self.api  # for subprocesses
+        try:
+            with use_api(self.api):
+                try:
+                    yield self.api
+                finally:
+                    drain_queues()
+        finally:
+            if before is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = before
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stops the server (SIGTERM, then SIGKILL to its group) and removes its home."""
+        if self.proc is not None:
+            stop([self.proc], timeout=timeout)
+            self.proc = None
+        if self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+            self.home = None

@@ -3,8 +3,10 @@ and stand-in stages for testing the contract itself."""
 
 from __future__ import annotations
 
+import logging
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -41,8 +43,11 @@ class FakeConfig(Section):
     size: int = Field(default=1, description="Records to write.")
 
 
-def fake_stage(run: Callable | None = None, calls: list[int] | None = None, name: str = "fake") -> Stage:
-    """A one-record stage; ``calls`` counts its runs."""
+def fake_stage(
+    run: Callable | None = None, calls: list[int] | None = None, name: str = "fake", inputs: tuple[str, ...] = ()
+) -> Stage:
+    """A one-record stage (``run`` replaces its work); ``calls`` counts its runs; ``inputs``
+    names the stages it reads."""
 
     def default_run(inputs, cfg, out):
         if calls is not None:
@@ -50,9 +55,37 @@ def fake_stage(run: Callable | None = None, calls: list[int] | None = None, name
         for i in range(cfg.fake.size):
             out.write(Record(id=f"r{i}", kind="text", text="hello"))
 
-    return Stage(name=name, version=1, config=FakeConfig, run=run or default_run, summary=lambda r: "")
+    return Stage(name=name, version=1, config=FakeConfig, run=run or default_run, summary=lambda r: "", inputs=inputs)
 
 
 def fake_config(root: str, name: str = "fake", **run: Any) -> types.SimpleNamespace:
     """A config holding just ``run`` and the fake stage's section."""
     return types.SimpleNamespace(run=RunConfig(artifact_root=root, **run), **{name: FakeConfig()})
+
+
+def fake_pipeline_config(root: str, *names: str, **run: Any) -> types.SimpleNamespace:
+    """A config holding ``run`` and one fake section per stage name in ``names``."""
+    return types.SimpleNamespace(run=RunConfig(artifact_root=root, **run), **{n: FakeConfig() for n in names})
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str]):
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def capture(logger: logging.Logger) -> Iterator[list[str]]:
+    """The messages ``logger`` emits inside the block (all levels), as a list that fills up."""
+    lines: list[str] = []
+    handler, level = _Lines(lines), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

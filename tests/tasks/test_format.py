@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from tasks import format as fmt
@@ -13,6 +14,7 @@ from tuneline.artifacts import Artifact, ArtifactStore
 from tuneline.config import PipelineConfig
 from tuneline.models import CHATML_TEMPLATE, train_tokenizer
 from tuneline.records import Record, load_jsonl_gz, record_id
+from tuneline.splits import SplitRow, load_split
 
 END = "<|im_end|>"
 GEN_PROMPT = "<|im_start|>assistant\n"
@@ -133,6 +135,32 @@ def test_preference_and_text_rows(mixed):
         and t["completion"] == t["text"] == "A short document about gardening and tomatoes." + END
     )
     assert "rejected_completion" not in t and "rejected_completion" not in rows["c1"]
+
+
+def test_split_files_hold_split_rows_that_read_back_unchanged(mixed):
+    art, _ = mixed
+    for s in ("train", "eval"):
+        rows = load_split(art, s)
+        assert rows and all(isinstance(r, SplitRow) for r in rows)
+        assert [r.to_json() for r in rows] == split_rows(
+            art, s
+        )  # the reader adds and drops nothing
+    p = next(r for r in load_split(art, "train") + load_split(art, "eval") if r.id == "p1")
+    assert p.chosen == p.completion and p.rejected == p.rejected_completion == f"whatever{END}\n"
+
+
+def test_a_rendered_row_that_does_not_fit_the_schema_fails_the_stage(store_root, monkeypatch):
+    """A row format cannot type is a bug in render, not a record to reject: nothing is written."""
+    store = ArtifactStore(store_root)
+    inp = make_input(store, mixed_records()[:1])
+    monkeypatch.setattr(
+        fmt,
+        "render",
+        lambda record, tok: {"id": record.id, "kind": "chat", "prompt": "p", "text": "p"},
+    )
+    with pytest.raises(ValidationError, match="completion"):
+        run_format(store, inp, config())
+    assert store.list("format") == []
 
 
 def test_chat_without_assistant_reply_is_rejected_and_nothing_vanishes(mixed):

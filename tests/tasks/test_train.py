@@ -12,7 +12,7 @@ from tests.support.catalogue import tiny_config, write_format_artifact
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import PipelineConfig
 from tuneline.models import load_base_model, load_tokenizer
-from tuneline.splits import load_split, sft_example
+from tuneline.splits import SplitRow, load_split, sft_example
 
 
 def run_train(store: ArtifactStore, fmt, cfg: PipelineConfig, key: str = "t" * 64):
@@ -52,7 +52,9 @@ def test_training_lowers_the_loss(trained):
     assert metrics["trained_tokens"] > 168 * 2 * 20  # every row seen twice, > 20 tokens each
     history = json.loads((art.path / "log_history.json").read_text())
     assert [h["step"] for h in history if "loss" in h][:3] == [1, 2, 4]
-    assert "loss first" in train.STAGE.summary(m)
+    assert m["method"] == "sft"
+    md = train.STAGE.summary(m)
+    assert "loss first" in md and "LoRA SFT of `tiny Llama`" in md
 
 
 def test_trained_weights_are_exactly_what_is_saved(trained):
@@ -89,9 +91,9 @@ def test_adapter_loads_onto_a_rebuilt_base_and_changes_it(trained):
     tok = load_tokenizer(cfg.model, art.path / "tokenizer")
     assert tok.get_vocab() == load_tokenizer(cfg.model, fmt.path / "tokenizer").get_vocab()
     row = load_split(fmt, "train")[0]
-    ids = tok(row["text"], return_tensors="pt")["input_ids"]
+    ids = tok(row.text, return_tensors="pt")["input_ids"]
     labels = ids.clone()
-    labels[:, : len(tok(row["prompt"])["input_ids"])] = -100  # scored on the reply, as trained
+    labels[:, : len(tok(row.prompt)["input_ids"])] = -100  # scored on the reply, as trained
     base = load_base_model(cfg.model, tok).eval()
     with torch.no_grad():
         base_loss = base(ids, labels=labels).loss.item()
@@ -107,14 +109,26 @@ def test_loss_plot_is_a_png(trained):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def split_row(kind: str, prompt: str, completion: str) -> SplitRow:
+    text = prompt + completion
+    return SplitRow(
+        id="x",
+        kind=kind,
+        prompt=prompt,
+        completion=completion,
+        text=text,
+        n_tokens=1,
+        truncated=False,
+    )
+
+
 def test_completion_ends_with_a_single_eos():
-    row = {
-        "prompt": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
-        "completion": "hello<|im_end|>\n",
-    }
-    assert sft_example(row, "<|im_end|>")["completion"] == "hello<|im_end|>"
+    row = split_row(
+        "chat", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "hello<|im_end|>\n"
+    )
+    assert sft_example(row, "<|im_end|>") == {"prompt": row.prompt, "completion": "hello<|im_end|>"}
     assert (
-        sft_example({"prompt": "", "completion": "a doc\n"}, "<|im_end|>")["completion"]
+        sft_example(split_row("text", "", "a doc\n"), "<|im_end|>")["completion"]
         == "a doc\n<|im_end|>"
     )
 
@@ -140,7 +154,7 @@ def test_packed_examples_do_not_attend_to_each_other(trained):
     _, cfg, fmt, _ = trained
     tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
     model = load_base_model(cfg.model, tok).eval()
-    texts = [r["text"] for r in load_split(fmt, "train")[:3]]
+    texts = [r.text for r in load_split(fmt, "train")[:3]]
     examples = [{"input_ids": tok(t)["input_ids"]} for t in texts]
     batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id, padding_free=True)(
         examples

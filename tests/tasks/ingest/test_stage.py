@@ -1,61 +1,31 @@
-"""ingest: shapes normalise to records, planted bad rows are rejected with the right reason,
-nothing vanishes, and the readers/filters hold up on real public data."""
+"""ingest, the stage: the demo corpus end to end (planted bad rows rejected for the right
+reason, nothing vanishes), every shape normalised through ``run``, and the artifact key."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from tasks import ingest
 from tasks.ingest import IngestConfig, SourceConfig
-from tuneline.artifacts import Artifact, ArtifactStore
+from tasks.ingest.config import SourceFormat
+from tests.support.ingest import LENIENT, find, make_cfg, rejected_by_text, run_ingest, write_jsonl
+from tuneline.artifacts import Artifact
 from tuneline.config import PipelineConfig
 from tuneline.errors import InputError
-
-# Filters that would get in the way of a test about shapes: keep every language, no Gopher rules.
-LENIENT = {"languages": [], "quality_filter": False, "min_chars": 0}
-
-
-def make_cfg(sources: list[SourceConfig | str | Path], **ingest_fields) -> PipelineConfig:
-    srcs = [s if isinstance(s, SourceConfig) else SourceConfig(path=str(s)) for s in sources]
-    return PipelineConfig(ingest=IngestConfig(sources=srcs, **ingest_fields))
-
-
-def run_ingest(root: Path, cfg: PipelineConfig) -> Artifact:
-    store = ArtifactStore(root)
-    with store.writer("ingest", ingest.STAGE.key(cfg, []), [], cfg.ingest) as out:
-        ingest.run([], ingest.STAGE.slice(cfg), out)
-        ref = out.commit()
-    return store.open(ref)
-
-
-def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return path
-
-
-def rejected_by_text(art: Artifact) -> dict[str, dict]:
-    """Rejected rows keyed by their JSON text, so a test can find a planted row by a snippet."""
-    return {json.dumps(r, ensure_ascii=False): r for r in art.rejected()}
-
-
-def find(rows: dict[str, dict], snippet: str) -> dict:
-    hits = [r for text, r in rows.items() if snippet in text]
-    assert len(hits) == 1, f"expected one row containing {snippet!r}, found {len(hits)}"
-    return hits[0]
-
+from tuneline.shapes import SHAPES
 
 # ------------------------------------------------------------------------------ demo corpus
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Artifact:
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[3]
     defaults = IngestConfig()
     sources = [SourceConfig(path=str(repo / s.path), format=s.format) for s in defaults.sources]
     cfg = PipelineConfig(ingest=IngestConfig(sources=sources))
@@ -278,181 +248,11 @@ def test_hh_transcripts_that_diverge_early_are_unparseable(tmp_path):
     assert row["reason"] == "unparseable" and "diverge" in row["error"]
 
 
-def test_parquet_and_gzip_sources(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    conv = [
-        {"from": "human", "value": "Do the Ridgeback boots run small?"},
-        {"from": "gpt", "value": "Yes, about half a size; most people size up."},
-    ]
-    pq.write_table(
-        pa.Table.from_pylist([{"conversations": conv, "id": "c1"}]), tmp_path / "chats.parquet"
-    )
-    with gzip.open(tmp_path / "rows.jsonl.gz", "wt") as fh:
-        fh.write(
-            json.dumps({"instruction": "Is shipping free?", "output": "Over $75 it is, in the US."})
-            + "\n"
-        )
-    art = run_ingest(
-        tmp_path / "a",
-        make_cfg([tmp_path / "chats.parquet", tmp_path / "rows.jsonl.gz"], **LENIENT),
-    )
-    parquet, gz = list(art.records())
-    assert [m.role for m in parquet.messages] == ["user", "assistant"] and parquet.meta[
-        "source_id"
-    ] == "c1"
-    assert gz.messages[1].content == "Over $75 it is, in the US."
+def test_every_configurable_format_has_a_shape_or_a_reader():
+    assert set(get_args(SourceFormat)) == set(SHAPES) | {"auto", "html"}
 
 
-def test_bad_rows_are_rejected_one_by_one(tmp_path):
-    good = {"instruction": "How do I wash a fleece?", "output": "Cold, gentle cycle, no softener."}
-    lines = [
-        json.dumps(good).encode(),
-        b'{"instruction": "caf\xe9 \xff", "output": "x"}',  # not UTF-8
-        b'{"instruction": "cut off',  # not JSON
-        json.dumps({"instruction": "Rate it", "output": ["not", "a", "string"]}).encode(),
-        json.dumps({"conversations": [{"from": "narrator", "value": "Once upon a time"}]}).encode(),
-        json.dumps({"title": "no known keys"}).encode(),
-        json.dumps(["a list, not an object"]).encode(),
-        json.dumps(
-            {"instruction": "Any refund?", "output": "I\u2019m sorry, but I cannot help with that."}
-        ).encode(),
-    ]
-    (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    art = run_ingest(tmp_path / "a", make_cfg([tmp_path / "bad.jsonl"], languages=[]))
-    assert [r.meta["index"] for r in art.records()] == [0]
-    rejected = sorted(
-        art.rejected(),
-        key=lambda r: r["record"].get("index", r["record"].get("meta", {}).get("index")),
-    )
-    assert [r["reason"] for r in rejected] == [
-        "broken_utf8",
-        "unparseable",
-        "unparseable",
-        "unparseable",
-        "unparseable",
-        "unparseable",
-        "refusal",
-    ]
-    errors = [r.get("error", "") for r in rejected]
-    assert "bad JSON" in errors[1]
-    assert "output must be a string" in errors[2]
-    assert "unknown speaker 'narrator'" in errors[3]
-    assert "cannot tell the shape" in errors[4]
-    assert "JSON object" in errors[5]
-    assert rejected[0]["record"]["raw"].startswith(
-        '{"instruction": "caf\\xe9'
-    )  # the bad bytes stay visible
-
-
-def test_broken_bytes_in_a_json_file_cost_one_record(tmp_path):
-    rows = [
-        {
-            "instruction": f"Question number {i} about tents?",
-            "output": f"Answer number {i} about tents.",
-        }
-        for i in range(3)
-    ]
-    raw = json.dumps(rows).encode().replace(b"Answer number 1", b"Answer n\xfamber 1")
-    (tmp_path / "rows.json").write_bytes(raw)
-    art = run_ingest(tmp_path / "a", make_cfg([tmp_path / "rows.json"], **LENIENT))
-    assert [r.meta["index"] for r in art.records()] == [0, 2]
-    (row,) = art.rejected()
-    assert row["reason"] == "broken_utf8" and "\ufffd" in row["sample"]
-
-
-def test_length_bounds_and_refusals_in_rejected_replies(tmp_path):
-    src = write_jsonl(
-        tmp_path / "rows.jsonl",
-        [
-            {"instruction": "Ok?", "output": "Yes."},
-            {"instruction": "Describe the Cascade shell.", "output": "A waterproof jacket. " * 20},
-            {
-                "prompt": "Which tent for two people?",
-                "chosen": "The Basecamp 2 fits two sleeping pads.",
-                "rejected": "As an AI language model, I cannot recommend tents.",
-            },
-        ],
-    )
-    art = run_ingest(tmp_path / "a", make_cfg([src], min_chars=20, max_chars=300))
-    assert {r["reason"]: r for r in art.rejected()}.keys() == {"too_short", "too_long"}
-    (pair,) = art.records()  # a refusal on the rejected side is what DPO should learn to avoid
-    assert pair.kind == "preference" and pair.rejected.startswith("As an AI language model")
-
-
-# ------------------------------------------------------------------------- real public data
-
-
-def test_language_id_on_twelve_languages(tmp_path, shared_data):
-    lines = (
-        (shared_data / "langid/sentences_12lang.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    )
-    rows = [
-        {"id": f"{lang}-{i}", "text": text}
-        for i, (lang, text) in enumerate(line.split("\t", 1) for line in lines)
-    ]
-    src = write_jsonl(tmp_path / "sentences.jsonl", rows)
-    art = run_ingest(
-        tmp_path / "a",
-        make_cfg(
-            [src],
-            languages=["en", "de", "fr", "es"],
-            quality_filter=False,
-            min_chars=0,
-            language_threshold=0.5,
-        ),
-    )
-    detected: dict[str, list[str]] = {}
-    for r in art.records():
-        detected.setdefault(r.meta["source_id"].split("-")[0], []).append(r.meta["lang"])
-    other = Counter()
-    for row in art.rejected():
-        if row["reason"] == "language":
-            detected.setdefault(row["record"]["meta"]["source_id"].split("-")[0], []).append(
-                row["lang"]
-            )
-        else:
-            other[row["reason"]] += 1
-    # Some French sentences carry a cp1252 apostrophe (U+0092): real mojibake, rightly rejected.
-    assert set(other) <= {"broken_utf8"} and other["broken_utf8"] <= 12
-    for lang in ("en", "de", "fr", "es"):
-        hits = detected[lang]
-        assert sum(x == lang for x in hits) / len(hits) >= 0.9, (lang, Counter(hits))
-    kept_langs = Counter(r.meta["lang"] for r in art.records())
-    assert set(kept_langs) <= {"en", "de", "fr", "es"} and sum(kept_langs.values()) >= 170
-    all_hits = [x == lang for lang, xs in detected.items() for x in xs]
-    assert sum(all_hits) / len(all_hits) >= 0.9
-    assert art.report["languages"]["ja"] >= 40
-
-
-def test_trafilatura_keeps_main_text_and_drops_boilerplate(tmp_path, shared_data):
-    base = shared_data / "web/trafilatura_eval_subset"
-    expected = sorted(
-        json.loads((base / "evaldata_subset120.json").read_text()).values(), key=lambda e: e["file"]
-    )[:20]
-    pages = tmp_path / "pages"
-    pages.mkdir()
-    for e in expected:
-        shutil.copy(base / "html" / e["file"], pages / e["file"])
-    art = run_ingest(
-        tmp_path / "a", make_cfg([SourceConfig(path=str(pages), format="html")], **LENIENT)
-    )
-    texts = {r.meta["file"]: r.text for r in art.records()}
-    with_ok = sum(any(s in texts.get(e["file"], "") for s in e["with"]) for e in expected)
-    clean = sum(
-        e["file"] in texts and not any(s in texts[e["file"]] for s in e["without"])
-        for e in expected
-    )
-    leaked = sum(s in texts.get(e["file"], "") for e in expected for s in e["without"])
-    assert with_ok >= 18, f"main text found on {with_ok}/20 pages"
-    # favor_precision: 19 clean pages and 3 leaked snippets here; trafilatura's default gives 17 and 6
-    assert clean >= 18 and leaked <= 4, (
-        f"boilerplate kept on {20 - clean}/20 pages ({leaked} snippets)"
-    )
-
-
-# ---------------------------------------------------------------------------------- keys
+# ------------------------------------------------------------------------------------- keys
 
 
 def test_source_keys_follow_file_bytes_not_paths(tmp_path):

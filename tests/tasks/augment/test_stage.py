@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,13 +17,11 @@ from tasks import augment
 from tasks.augment import AugmentConfig, TeacherConfig
 from tests.support.openai_server import QUERY_TEMPLATES, serve
 from tests.support.stages import input_artifact, run_plain
+from tests.support.teachers import KEY, KEY_ENV
+from tests.support.teachers import tiny_teacher as make_tiny_teacher
 from tuneline.config import PipelineConfig
 from tuneline.errors import MissingSecret, TransientError
 from tuneline.records import Message, Record, record_id
-
-KEY_ENV = "TUNELINE_TEST_TEACHER_KEY"
-KEY = "sk-test-7f3a9c1e5b2d4f60-do-not-leak"
-
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -98,66 +98,6 @@ def assert_counts_add_up(art, seeds: list[Record]) -> None:
     assert attempted == {s.id for s in seeds}
 
 
-# ------------------------------------------------------------------------- pure helpers
-
-
-def test_parse_instructions_keeps_queries_and_says_why_others_go():
-    lines = [
-        "Here are two queries:",
-        "1. How do tides work?",
-        "- ",
-        "Why?",
-        "42 + 17 = 59",
-        '"Describe a river delta."',
-        "ab\ufffd\ufffdcd efgh ij",
-        "tab\x0bbed\x1c text here",
-    ]
-    kept, dropped = augment.parse_instructions(lines, min_chars=10)
-    assert kept == [(1, "How do tides work?"), (5, "Describe a river delta.")]
-    assert [(i, p) for i, _, p in dropped] == [
-        (0, "heading"),
-        (2, "empty"),
-        (3, "too_short"),
-        (4, "no_letters"),
-        (6, "garbled"),
-        (7, "garbled"),
-    ]
-    assert augment.parse_instructions(None, 10) == ([], [])
-
-
-def test_public_url_drops_credentials():
-    assert (
-        augment.public_url("https://user:pw@api.example.com:8443/v1")
-        == "https://api.example.com:8443/v1"
-    )
-    assert augment.public_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
-
-
-def test_api_key_comes_from_named_env_var_or_secret_block(monkeypatch):
-    t = TeacherConfig(
-        kind="openai", model="m", base_url="http://127.0.0.1:1/v1", api_key_env=KEY_ENV
-    )
-    monkeypatch.setenv(KEY_ENV, KEY)
-    assert augment.resolve_api_key(t) == KEY
-    assert (
-        augment.resolve_api_key(t.model_copy(update={"api_key_env": None})) is None
-    )  # server without auth
-
-    from prefect.blocks.system import Secret
-
-    class Block:
-        def get(self):
-            return "sk-from-block"
-
-    monkeypatch.setattr(
-        Secret, "load", classmethod(lambda cls, name: Block() if name == "teacher-key" else None)
-    )
-    assert (
-        augment.resolve_api_key(t.model_copy(update={"api_key_secret": "teacher-key"}))
-        == "sk-from-block"
-    )
-
-
 # ---------------------------------------------------------------------------- pass-through
 
 
@@ -175,27 +115,7 @@ def test_no_teacher_passes_every_record_through(store_root, shared_data):
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory) -> str:
-    """A random-weight tiny Llama + BPE tokenizer saved like any local model directory."""
-    from tuneline.models import load_base_model, train_tokenizer
-    from tuneline.sections import ModelConfig, TinyModelConfig
-
-    # A module-scoped fixture cannot use the function-scoped `shared_data`; same folder.
-    data = (
-        Path(__file__).resolve().parents[2].parent / "shared/data/instruction/alpaca_en_demo.json"
-    )
-    if not data.exists():
-        pytest.skip(f"public test data not found at {data}")
-
-    texts = [r["instruction"] + " " + r["output"] for r in json.loads(data.read_text())[:300]]
-    tok = train_tokenizer(texts, vocab_size=512)
-    tiny = TinyModelConfig(
-        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128
-    )
-    model = load_base_model(ModelConfig(tiny=tiny), tok)
-    path = tmp_path_factory.mktemp("teacher")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return make_tiny_teacher(tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.mark.parametrize("mode", ["generate", "improve"])
@@ -331,6 +251,32 @@ def test_openai_teacher_improves_replies(store_root, shared_data, server, monkey
     assert [(r["record"]["seed_id"], r["problem"]) for r in art.rejected()] == [(empty.id, "empty")]
 
 
+def test_teacher_runs_off_the_main_thread_and_leaves_its_signal_handlers(
+    store_root, shared_data, server, monkeypatch
+):
+    """Prefect may run a stage on a worker thread, where Distilabel's SIGINT handler cannot be
+    installed; the process keeps its own handlers either way."""
+    monkeypatch.setenv(KEY_ENV, KEY)
+    sigint = signal.getsignal(signal.SIGINT)
+    done: dict = {}
+
+    def work() -> None:
+        try:
+            cfg = AugmentConfig(teacher=openai_teacher(server), mode="improve", batch_size=2)
+            done["art"] = run_stage(store_root, alpaca_chats(shared_data, 2), cfg)
+        except BaseException as e:  # re-raised on the test's thread below
+            done["error"] = e
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the teacher run hung on a worker thread"
+    if "error" in done:
+        raise done["error"]
+    assert done["art"].report["generated"] == 2
+    assert signal.getsignal(signal.SIGINT) is sigint
+
+
 def test_missing_key_env_var_is_a_clear_error(store_root, shared_data, server, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(MissingSecret, match=f"environment variable '{KEY_ENV}'.*not set"):
@@ -362,7 +308,7 @@ def test_local_teacher_survives_a_parent_that_already_ran_parallel_torch(repo_ro
         "torch.set_num_threads(2)\n"
         "a = torch.randn(512, 512)\n"
         "for _ in range(20): a @ a\n"
-        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/tasks/test_augment.py',"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/tasks/augment/test_stage.py',"
         " '-k', 'transformers_teacher and generate']))\n"
     )
     try:

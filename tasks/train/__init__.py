@@ -1,75 +1,39 @@
-"""train: supervised fine-tuning of a LoRA adapter on the format stage's train split.
+"""train: fine-tunes a LoRA adapter on the format stage's train split.
 
-The whole recipe is here, readable in one sitting: load the tokenizer the splits were counted
-with and the base model (a hub id, a local path or the seeded tiny Llama: one code path), hand
-prompt/completion rows to TRL's ``SFTTrainer`` with a PEFT ``LoraConfig``, and keep what the
-later stages need: ``adapter/`` (PEFT ``save_pretrained``), ``tokenizer/``, ``metrics.json``,
-``log_history.json`` and ``loss.png``. Only the adapter is trained and saved, so the artifact
-stays megabytes even for a large base model, and evaluate/export rebuild the base themselves.
+The whole loop is here, readable in one sitting: load the tokenizer the splits were counted
+with and the base model (a hub id, a local path or the seeded tiny Llama: one code path), let
+the configured method build its TRL trainer over the train rows with a PEFT ``LoraConfig``
+(``train.method``: one module per method in this package, today ``sft.py``), train, and keep
+what the later stages need: ``adapter/`` (PEFT ``save_pretrained``), ``tokenizer/``,
+``metrics.json``, ``log_history.json`` and ``loss.png``. Only the adapter is trained and saved,
+so the artifact stays megabytes even for a large base model, and evaluate/export rebuild the
+base themselves.
+
+A method module (``tasks/train/<method>.py``) defines ``CONFIG``, its config model
+(``name: Literal["<method>"]`` plus its own settings), and ``build_trainer(rows, cfg, *, model,
+tokenizer, args, peft_config, callbacks)``, which returns a ready transformers ``Trainer``;
+``tasks/train/config.py`` finds it and adds it to ``train.method``.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
+from tasks.train.config import METHODS, LoraConfig, TrainConfig
 from tuneline import progress
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
 from tuneline.models import load_base_model, load_tokenizer
-from tuneline.sections import ModelConfig, Section
-from tuneline.splits import load_split, sft_example
+from tuneline.scratch import scratch_dir
+from tuneline.splits import load_split
 from tuneline.stage import Stage
 
-# --------------------------------------------------------------------------------- train
+__all__ = ["METHODS", "STAGE", "LoraConfig", "TrainConfig", "lora_config", "run", "summary"]
 
 
-class LoraConfig(Section):
-    r: int = Field(default=16, ge=1, description="LoRA rank.")
-    alpha: int = Field(default=32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        default="all-linear", description="Module names to adapt, or all-linear."
-    )
-    modules_to_save: list[str] | None = Field(
-        default=None,
-        description="Modules trained fully and saved with the adapter. Empty (null): embed_tokens and "
-        "lm_head for the tiny model, whose tokenizer is new and whose embeddings are random; none "
-        "for a pretrained model.",
-    )
-
-
-class TrainConfig(Section):
-    method: Literal["sft"] = Field(default="sft", description="Training objective.")
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="PEFT LoRA adapter.")
-    learning_rate: float | None = Field(
-        default=None,
-        gt=0,
-        description="Peak learning rate. Empty (null): 1e-2 for the tiny model (random weights, tiny "
-        "data), 2e-4 for a pretrained model (the usual LoRA rate).",
-    )
-    epochs: float = Field(default=5, gt=0, description="Passes over the train split.")
-    max_steps: int = Field(default=-1, description="Stop after this many steps (-1: use epochs).")
-    batch_size: int = Field(default=8, ge=1, description="Examples per device step.")
-    gradient_accumulation_steps: int = Field(default=1, ge=1, description="Steps per optimizer update.")
-    max_length: int = Field(default=512, ge=16, description="Longest training sequence in tokens.")
-    packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
-    seed: int = Field(default=0, description="Training seed.")
-    logging_steps: int = Field(default=5, ge=1, description="Log the loss every N steps.")
-
-    def resolved_learning_rate(self, model: ModelConfig) -> float:
-        if self.learning_rate is not None:
-            return self.learning_rate
-        return 1e-2 if model.name_or_path is None else 2e-4
-
-
-
-
-# -------------------------------------------------------------------------------- recipe
+# ------------------------------------------------------------------------- shared recipe
 
 
 def lora_config(cfg):
@@ -92,19 +56,19 @@ def lora_config(cfg):
     )
 
 
-def sft_config(cfg, output_dir: str):
-    """TRL ``SFTConfig`` from ``train``: the training hyper-parameters in one place.
+def training_args(cfg, output_dir: str) -> dict[str, Any]:
+    """The ``TrainingArguments`` every method shares, from ``train``: a method passes them to
+    its TRL config (``SFTConfig(**args, ...)``) and adds its own.
 
     Args:
-        cfg: the ``train`` section decides everything here.
+        cfg: the ``train`` and ``model`` sections.
         output_dir: scratch directory for the trainer; nothing is saved there (save_strategy=no).
     """
     import torch
-    from trl import SFTConfig
 
     t = cfg.train
     cuda = torch.cuda.is_available()
-    return SFTConfig(
+    return dict(
         output_dir=output_dir,
         learning_rate=t.resolved_learning_rate(cfg.model),
         num_train_epochs=t.epochs,
@@ -113,20 +77,6 @@ def sft_config(cfg, output_dir: str):
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         seed=t.seed,
         data_seed=t.seed,
-        max_length=t.max_length,
-        # Loss on completion tokens only: the prompt is given at inference, never written by
-        # the model. A text row has an empty prompt, so a document is learned whole.
-        completion_only_loss=True,
-        packing=t.packing,
-        # bfd packs whole examples (best fit, nothing cut mid-example) and trains padding-free:
-        # the batch is one row whose position_ids restart at each example. Flash-attention
-        # kernels use those boundaries directly; on sdpa/eager (CPU), transformers >= 5 turns
-        # the restarting position_ids into a block-diagonal mask when no attention_mask and no
-        # cache are passed (TRL passes use_cache=False), so examples never attend to each
-        # other (tests/tasks/test_train.py checks this). "wrapped" would cut examples mid-way
-        # and let them attend across boundaries. Cost without flash attention: the mask is
-        # quadratic in batch_size * max_length, fine on CPU-sized models.
-        packing_strategy="bfd",
         logging_steps=t.logging_steps,
         logging_first_step=True,  # the first loss is the "before" point of the report
         include_num_input_tokens_seen="non_padding",
@@ -158,7 +108,10 @@ def step_logger():
                 step, total, loss = state.global_step, state.max_steps, logs["loss"]
                 logger.info("train: step %d/%d loss %.4f", step, total, loss)
                 if self.bar:
-                    self.bar.update(100 * step / max(total, 1), f"training: {step}/{total} steps, loss {loss:.4f}")
+                    self.bar.update(
+                        100 * step / max(total, 1),
+                        f"training: {step}/{total} steps, loss {loss:.4f}",
+                    )
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar:
@@ -192,11 +145,12 @@ def plot_loss(history: list[dict[str, Any]], path: Path) -> None:
 def summary(m: dict[str, Any]) -> str:
     """Steps, loss first to last, speed and trainable parameters."""
     model_name = m.get("model") or "tiny Llama"
+    method = str(m.get("method", "sft")).upper()  # reports from before methods were named: SFT
     return "\n".join(
         [
             "## train",
             (
-                f"LoRA SFT of `{model_name}`: {m['steps']} steps, {m['epochs']:.2f} epochs over "
+                f"LoRA {method} of `{model_name}`: {m['steps']} steps, {m['epochs']:.2f} epochs over "
                 f"{m['train_rows']} rows ({m['train_sequences']} {'packed ' if m['packing'] else ''}sequences)."
             ),
             "",
@@ -219,7 +173,8 @@ def summary(m: dict[str, Any]) -> str:
 
 
 def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
-    """Trains a LoRA adapter on the train split and saves it with its metrics.
+    """Trains a LoRA adapter with ``train.method`` on the train split and saves it with its
+    metrics.
 
     Args:
         inputs: ``[format artifact]`` (``tokenizer/``, ``splits/train.jsonl.gz``).
@@ -228,11 +183,10 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
             ``loss.png`` and the report.
 
     Raises:
-        ValueError: the train split is empty.
+        InputError: the train split is empty.
     """
     import datasets
     from transformers import PrinterCallback
-    from trl import SFTTrainer
 
     fmt = inputs[0]
     rows = load_split(fmt, "train")
@@ -243,17 +197,18 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         )
     tokenizer = load_tokenizer(cfg.model, fmt.path / "tokenizer")
     model = load_base_model(cfg.model, tokenizer)
-    dataset = datasets.Dataset.from_list([sft_example(r, tokenizer.eos_token) for r in rows])
+    method = METHODS[cfg.train.method.name]
 
     if not progress.enabled():
         datasets.disable_progress_bars()  # TRL's dataset preparation bars
     # A scratch dir, not the artifact: nothing the trainer might drop there should be published.
-    with tempfile.TemporaryDirectory(prefix="tuneline-train-") as scratch:
-        trainer = SFTTrainer(
+    with scratch_dir("train") as scratch:
+        trainer = method.build_trainer(
+            rows,
+            cfg,
             model=model,
-            args=sft_config(cfg, scratch),
-            train_dataset=dataset,
-            processing_class=tokenizer,
+            tokenizer=tokenizer,
+            args=training_args(cfg, str(scratch)),
             peft_config=lora_config(cfg),
             callbacks=[step_logger()],
         )
@@ -292,12 +247,16 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     plot_loss(history, out.file("loss.png"))
 
     out.report.update(metrics)
+    out.report["method"] = cfg.train.method.name
     out.report["model"] = cfg.model.name_or_path or "tiny Llama"
 
 
 def check_lengths_fit_model(cfg) -> None:
     """train.max_length must fit the tiny model's positions (a real model truncates itself)."""
-    if cfg.model.name_or_path is None and cfg.train.max_length > cfg.model.tiny.max_position_embeddings:
+    if (
+        cfg.model.name_or_path is None
+        and cfg.train.max_length > cfg.model.tiny.max_position_embeddings
+    ):
         raise ValueError(
             f"train.max_length ({cfg.train.max_length}) exceeds model.tiny.max_position_embeddings "
             f"({cfg.model.tiny.max_position_embeddings})"

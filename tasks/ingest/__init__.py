@@ -1,0 +1,126 @@
+"""ingest: read every configured source, normalise it to tuneline records, drop what cannot train.
+
+Sources are JSONL (plain or gzip), JSON, Parquet files or folders of HTML pages. Each row is
+recognised as one of the common fine-tuning shapes (Alpaca, ShareGPT, OpenAI messages,
+preference pairs including hh-rlhf transcripts, raw text) and turned into a
+:class:`tuneline.records.Record`; HTML pages go through trafilatura, which keeps the main text
+and strips navigation and footers. Then cheap filters run before expensive ones: broken UTF-8,
+empty / too short / too long, refusals, language (fastText lid.176 through datatrove's
+LanguageFilter) and, for text documents, datatrove's Gopher quality and repetition rules.
+
+Nothing vanishes: a row that does not decode or parse, and every record a filter drops, is kept
+in the artifact's ``rejected/`` shards with its reason, so the report's counts always add up
+(read = kept + rejected). Files are read as bytes and decoded line by line, so one bad line costs
+one record, not the file.
+
+Where things are:
+
+- ``config``: the ``ingest`` section (``IngestConfig``, ``SourceConfig``);
+- ``readers/``: one module per kind of source (``jsonl``, ``json_file``, ``parquet``, ``html``);
+- ``tuneline.shapes``: the row shapes (parse here, dump in format's exports);
+- ``filters/``: one module per rejection reason, and the chain that orders them;
+- ``sources``: one source end to end (read -> parse -> filter -> write).
+
+Heavy libraries (trafilatura, datatrove, fastText, ftfy) are imported where they are used, so
+importing the stage (the registry does, to build the config) stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.ingest.config import IngestConfig, SourceConfig
+from tasks.ingest.filters import FilterChain
+from tasks.ingest.sources import ingest_source, source_path
+from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
+from tuneline.errors import InputError
+from tuneline.stage import Stage
+
+__all__ = ["STAGE", "IngestConfig", "SourceConfig", "run", "source_keys", "summary"]
+
+
+def source_keys(cfg) -> list[str]:
+    """sha256 of each source's bytes, so editing a file at the same path invalidates ingest.
+
+    Args:
+        cfg: the stage's config slice; only ``cfg.ingest.sources`` is read.
+
+    Raises:
+        InputError: a source path does not exist (the message names ingest.sources[i].path).
+        InputError: two sources hold the same bytes (their records would get the same ids).
+    """
+    keys: list[str] = []
+    for i in range(len(cfg.ingest.sources)):
+        key = hash_bytes_of(source_path(cfg.ingest, i))
+        if key in keys:
+            j = keys.index(key)
+            raise InputError(
+                f"ingest.sources[{i}].path ({cfg.ingest.sources[i].path}) has the same content as "
+                f"ingest.sources[{j}].path ({cfg.ingest.sources[j].path}); list it once"
+            )
+        keys.append(key)
+    return keys
+
+
+def summary(report: dict[str, Any]) -> str:
+    """Records read, kept and rejected, per source and per reason."""
+    reasons = report.get("rejected_by_reason", {})
+    read, kept = report["records_read"], report["records_kept"]
+    lines = [
+        "## ingest",
+        "",
+        f"Read **{read}** records from {len(report['sources'])} sources: "
+        + f"kept **{kept}**, rejected **{read - kept}**.",
+        "",
+        "| source | format | read | kept | rejected |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s['path']} | {s['format']} | {s['read']} | {s['kept']} | {s['rejected']} |"
+        for s in report["sources"]
+    ]
+    if reasons:
+        lines += ["", "| rejected because | records |", "|---|---:|"]
+        lines += [f"| {r} | {n} |" for r, n in sorted(reasons.items(), key=lambda x: -x[1])]
+    if report["languages"]:
+        langs = ", ".join(f"{k} {v}" for k, v in report["languages"].items())
+        lines += ["", f"Languages seen (fastText lid.176): {langs}."]
+    return "\n".join(lines)
+
+
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
+    """Reads every source in ``cfg.ingest.sources`` into ``out``, rejecting what cannot train.
+
+    Args:
+        inputs: unused (ingest is the first stage); kept for the stage contract.
+        cfg: the stage's config slice; ``cfg.ingest`` is the ingest section.
+        out: the artifact writer that receives kept records, rejections and the report.
+    """
+    icfg = cfg.ingest
+    source_keys(cfg)  # fail fast, naming the config field, before reading anything
+    filters = FilterChain.from_config(icfg)
+    sources = [ingest_source(i, icfg, filters, out) for i in range(len(icfg.sources))]
+    read = sum(s["read"] for s in sources)
+    kept = sum(s["kept"] for s in sources)
+    # The invariant the rejected shards exist for: every row read is either kept or rejected.
+    rejected = out.counts["rejected"]
+    assert kept + rejected == read, (
+        f"ingest lost records: read {read}, kept {kept}, rejected {rejected}"
+    )
+    out.report.update(
+        records_read=read,
+        records_kept=kept,
+        sources=sources,
+        languages=dict(filters.languages_seen.most_common()),
+    )
+
+
+STAGE = Stage(
+    name="ingest",
+    version=1,
+    config=IngestConfig,
+    run=run,
+    summary=summary,
+    source_keys=source_keys,
+    description="Reading and filtering sources.",
+)

@@ -1,0 +1,28 @@
+"""``empty``: nothing to train on."""
+
+from __future__ import annotations
+
+from tasks.ingest.filters.base import RecordFilter, Rejection
+from tuneline.records import Record
+
+
+def missing_reply(record: Record) -> bool:
+    """A chat without any assistant text, or a pair with a blank side, has nothing to learn."""
+    if record.kind == "chat":
+        return not any(m.content.strip() for m in record.messages or [] if m.role == "assistant")
+    if record.kind == "preference":
+        return not (record.chosen or "").strip() or not (record.rejected or "").strip()
+    return False
+
+
+class EmptyFilter(RecordFilter):
+    """Drops a record whose strings are all blank, or that has no reply to learn from."""
+
+    name = "empty"
+
+    def check(self, record: Record) -> Rejection | None:
+        if not record.joined_text().strip():
+            return self.reject(what="no text")
+        if missing_reply(record):
+            return self.reject(what="no reply to train on")
+        return None

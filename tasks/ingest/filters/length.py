@@ -1,0 +1,44 @@
+"""``too_short`` and ``too_long``: bounds on a record's length in characters (all its strings)."""
+
+from __future__ import annotations
+
+from tasks.ingest.filters.base import RecordFilter, Rejection
+from tuneline.records import Record
+
+
+class TooShortFilter(RecordFilter):
+    """Drops a record shorter than ``min_chars``.
+
+    Args:
+        min_chars: the fewest characters a kept record has.
+    """
+
+    name = "too_short"
+
+    def __init__(self, min_chars: int):
+        self.min_chars = min_chars
+
+    def check(self, record: Record) -> Rejection | None:
+        chars = len(record.joined_text())
+        return (
+            self.reject(chars=chars, min_chars=self.min_chars) if chars < self.min_chars else None
+        )
+
+
+class TooLongFilter(RecordFilter):
+    """Drops a record longer than ``max_chars``.
+
+    Args:
+        max_chars: the most characters a kept record has.
+    """
+
+    name = "too_long"
+
+    def __init__(self, max_chars: int):
+        self.max_chars = max_chars
+
+    def check(self, record: Record) -> Rejection | None:
+        chars = len(record.joined_text())
+        return (
+            self.reject(chars=chars, max_chars=self.max_chars) if chars > self.max_chars else None
+        )
