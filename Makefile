@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-fast ui bench lint clean
+.PHONY: install demo test test-fast ui bench bench-data lint clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ ui: install
 
 bench: install
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# Data-stage benchmarks on ../shared/data (recall/precision/damage/speed; minutes each).
+bench-data: install
+	@for b in bench/pii_bench.py bench/dedup_bench.py bench/filters_bench.py; do [ -f $$b ] && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done; true
 
 lint: install
 	$(BIN)/ruff check .

@@ -7,7 +7,7 @@ server that the first flow call of a process starts (started here before the clo
 reported on its own), and (b) a local ``prefect server`` that this script starts on a free
 loopback port with its own PREFECT_HOME, and stops at the end.
 
-A stage's own work is ``StageOutcome.seconds``: wall time inside ``run_stage``, from before
+A stage's own work is ``StageOutcome.seconds``: wall time inside ``tuneline.stage.execute``, from before
 the artifact key is computed to after the artifact is committed (or found). It excludes the
 task's orchestration (task run creation, state events, retries set-up), the flow run's start
 and end, and the lineage record, which is what "outside stages" below measures:
@@ -53,7 +53,7 @@ BASE_ENV = {
 
 def time_prefect_calls_in_stages(sink: dict[str, float]) -> None:
     """Adds the seconds of every Prefect artifact call a stage makes to ``sink``, by stage."""
-    import tuneline.stage as st
+    import tuneline.orchestration as st
 
     publish = st.publish_report
 
@@ -62,11 +62,11 @@ def time_prefect_calls_in_stages(sink: dict[str, float]) -> None:
         try:
             return publish(stage, *args, **kwargs)
         finally:
-            sink[stage] += time.perf_counter() - t
+            sink[stage.name] += time.perf_counter() - t
 
-    st.publish_report = publish_report  # run_stage looks it up in the module at call time
+    st.publish_report = publish_report  # the task wrapper looks it up in the module at call time
 
-    init, update = st.ProgressArtifact.__init__, st.ProgressArtifact.update
+    init, update = st.PrefectProgress.__init__, st.PrefectProgress.update
 
     def timed(fn):
         def wrapper(self, *args, **kwargs):
@@ -82,8 +82,8 @@ def time_prefect_calls_in_stages(sink: dict[str, float]) -> None:
         self._bench_stage = stage
         return timed(init)(self, stage, *args, **kwargs)
 
-    st.ProgressArtifact.__init__ = progress_init
-    st.ProgressArtifact.update = timed(update)
+    st.PrefectProgress.__init__ = progress_init
+    st.PrefectProgress.update = timed(update)
 
 
 def child(mode: str, work: Path, reused: int) -> None:

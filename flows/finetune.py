@@ -1,6 +1,6 @@
 """The fine-tuning pipeline as one Prefect flow: it reads like the diagram.
 
-    ingest -> pii -> dedup -> augment -> format -> train -> evaluate
+    ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate
 
 Each line is one retryable Prefect task that reuses its artifact when the store already holds
 it for the same config and inputs, so a re-run (scheduled, from the UI, or after a failure)
@@ -17,7 +17,7 @@ from tuneline.config import PipelineConfig, StageName, demo_config
 from tuneline.runner import StageRunner
 
 
-@flow(name="finetune", description="ingest -> pii -> dedup -> augment -> format -> train -> evaluate")
+@flow(name="finetune", description="ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate")
 def finetune(
     config: PipelineConfig = demo_config(),  # the UI form renders this default
     only: StageName | None = None,
@@ -40,6 +40,7 @@ def finetune(
     unique = step("dedup", scrubbed)
     augmented = step("augment", unique)
     splits = step("format", augmented)
+    step("quality", raw, scrubbed, unique, splits)  # its gates stop the run before training
     adapter = step("train", splits)
     step("evaluate", splits, adapter)
     step.rest()

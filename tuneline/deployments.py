@@ -17,6 +17,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from tuneline.config import ConfigError, load_config
 
@@ -40,6 +41,7 @@ class SyncResult:
 
 def _yaml() -> YAML:
     y = YAML()  # round-trip: comments and key order of the user's prefect.yaml survive
+    y.preserve_quotes = True  # so an unquoted `on:` (a boolean to Prefect's reader) is seen
     y.indent(mapping=2, sequence=4, offset=2)
     y.width = 120
     # `key: null`, not a bare `key:` that reads like a missing value
@@ -66,10 +68,19 @@ def config_parameters(config_file: Path) -> dict[str, Any]:
     return {"config": cfg.model_dump(mode="json")}
 
 
+# Keys YAML 1.1 reads as booleans (Prefect reads prefect.yaml with PyYAML): `on: record` would
+# arrive as `true: record`. Quoted, they stay strings.
+YAML11_BOOLS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
+
+
+def _key(k: Any) -> Any:
+    return DoubleQuotedScalarString(k) if isinstance(k, str) and k.lower() in YAML11_BOOLS else k
+
+
 def _compact(obj: Any, in_list: bool = False) -> Any:
     """Lists of scalars and list items as flow style (``[en]``, ``{path: ...}``): a readable dump."""
     if isinstance(obj, dict):
-        m = CommentedMap((k, _compact(v)) for k, v in obj.items())
+        m = CommentedMap((_key(k), _compact(v)) for k, v in obj.items())
         if in_list:
             m.fa.set_flow_style()
         return m
@@ -112,7 +123,7 @@ def sync(repo: Path, check: bool = False) -> SyncResult:
             last = max((i for i, d in enumerate(deployments) if d.get("entrypoint") == FINETUNE_ENTRYPOINT), default=-1)
             deployments.insert(last + 1, dep)
             result.added.append(name)
-        elif _plain(dep.get("parameters")) != params:
+        elif _plain(dep.get("parameters")) != params or _bare_bool_keys(dep.get("parameters")):
             if dep.get("entrypoint") != FINETUNE_ENTRYPOINT:
                 raise ValueError(
                     f"prefect.yaml deployment {name!r} has entrypoint {dep.get('entrypoint')!r}, but "
@@ -131,6 +142,19 @@ def sync(repo: Path, check: bool = False) -> SyncResult:
         tmp.write_text(buf.getvalue())
         tmp.replace(path)  # never a half-written prefect.yaml
     return result
+
+
+def _bare_bool_keys(obj: Any) -> bool:
+    """Whether a mapping in ``obj`` has an unquoted key that YAML 1.1 reads as a boolean."""
+    if isinstance(obj, dict):
+        return any(
+            (isinstance(k, str) and k.lower() in YAML11_BOOLS and not isinstance(k, DoubleQuotedScalarString))
+            or _bare_bool_keys(v)
+            for k, v in obj.items()
+        )
+    if isinstance(obj, list):
+        return any(_bare_bool_keys(v) for v in obj)
+    return False
 
 
 def _plain(obj: Any) -> Any:

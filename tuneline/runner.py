@@ -65,8 +65,19 @@ class StageRunner:
             return None
         self.inputs[name] = refs
         if not self.sel.runs(name):
+            if not self._needed(name) and not self.store.exists(name, stage.key(self.cfg, refs)):
+                return None  # before the selection, and nothing selected reads it
             return self._look_up(name, refs)
         return self._run(name, refs, force=self.sel.forced(name))
+
+    def _needed(self, name: str) -> bool:
+        """Whether a stage this run executes reads ``name``'s artifact, directly or not."""
+
+        def ancestors(stage: str) -> set[str]:
+            direct = set(registry.get(stage).inputs)
+            return direct.union(*(ancestors(d) for d in direct)) if direct else set()
+
+        return any(self.sel.runs(s) and name in ancestors(s) for s in registry.names())
 
     def _run(self, name: str, refs: list[ArtifactRef], force: bool, repaired: frozenset[str] = frozenset()) -> ArtifactRef:
         """Runs stage ``name`` as its Prefect task. When it finds an input corrupt (its files no

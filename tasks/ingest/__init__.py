@@ -1,7 +1,7 @@
 """ingest: read every configured source, normalise it to tuneline records, drop what cannot train.
 
-Sources are JSONL (plain or gzip), JSON, Parquet files or folders of HTML pages. Each row is
-recognised as one of the common fine-tuning shapes (Alpaca, ShareGPT, OpenAI messages,
+Sources are JSONL (plain or gzip), JSON, Parquet, HTML and WARC/ARC files, or folders of them.
+Each row is recognised as one of the common fine-tuning shapes (Alpaca, ShareGPT, OpenAI messages,
 preference pairs including hh-rlhf transcripts, raw text) and turned into a
 :class:`tuneline.records.Record`; HTML pages go through trafilatura, which keeps the main text
 and strips navigation and footers. Then cheap filters run before expensive ones: broken UTF-8,
@@ -16,7 +16,8 @@ one record, not the file.
 Where things are:
 
 - ``config``: the ``ingest`` section (``IngestConfig``, ``SourceConfig``);
-- ``readers/``: one module per kind of source (``jsonl``, ``json_file``, ``parquet``, ``html``);
+- ``readers/``: one module per kind of file (``jsonl``, ``json_file``, ``parquet``, ``html``,
+  ``warc``), and the folder walk;
 - ``tuneline.shapes``: the row shapes (parse here, dump in format's exports);
 - ``filters/``: one module per rejection reason, and the chain that orders them;
 - ``sources``: one source end to end (read -> parse -> filter -> write).
@@ -80,8 +81,24 @@ def summary(report: dict[str, Any]) -> str:
         for s in report["sources"]
     ]
     if reasons:
-        lines += ["", "| rejected because | records |", "|---|---:|"]
-        lines += [f"| {r} | {n} |" for r, n in sorted(reasons.items(), key=lambda x: -x[1])]
+        examples = report.get("examples", {})
+
+        def shown(reason: str) -> str:
+            ex = examples.get(reason)
+            if not ex:
+                return ""
+            text = str(ex.get("snippet") or ex.get("sample") or "").replace("|", "\\|")
+            return f"`{ex.get('rule') or ex.get('lang') or ''}` {text}".replace("`` ", "")
+
+        lines += ["", "| rejected because | records | example |", "|---|---:|---|"]
+        by_count = sorted(reasons.items(), key=lambda x: -x[1])
+        lines += [f"| {r} | {n} | {shown(r)} |" for r, n in by_count]
+    if report.get("language_unknown_kept"):
+        lines += [
+            "",
+            f"Kept **{report['language_unknown_kept']}** records whose language could not be "
+            "told (too short or too symbolic), because their source declares a wanted language.",
+        ]
     if report["languages"]:
         langs = ", ".join(f"{k} {v}" for k, v in report["languages"].items())
         lines += ["", f"Languages seen (fastText lid.176): {langs}."]
@@ -112,12 +129,17 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         records_kept=kept,
         sources=sources,
         languages=dict(filters.languages_seen.most_common()),
+        language_unknown_kept=filters.language_unknown_kept,
+        examples=filters.examples,  # the first rejected record of each filter's reason
     )
 
 
 STAGE = Stage(
     name="ingest",
-    version=1,
+    # 2: folders of every kind, WARC, oversized rows, unreadable files reported
+    # 3: filters by record kind (reply rules, Gopher words without punctuation, CJK lengths),
+    #    language ID on the prose part with "unknown", examples per reason in the report
+    version=3,
     config=IngestConfig,
     run=run,
     summary=summary,

@@ -8,7 +8,8 @@ from typing import Any
 
 from tasks.ingest.config import IngestConfig
 from tasks.ingest.filters import FilterChain
-from tasks.ingest.readers import RAW_KEEP_CHARS, Row, extract_page, read_source
+from tasks.ingest.readers import RAW_KEEP_CHARS, ReadLog, Row, extract_page, read_source
+from tasks.ingest.readers.row import error_text
 from tuneline.artifacts import ArtifactWriter, hash_bytes_of
 from tuneline.errors import InputError
 from tuneline.progress import track
@@ -32,7 +33,43 @@ def source_path(cfg: IngestConfig, i: int) -> Path:
 
 
 def _rejected_row(source: str, row: Row) -> dict[str, Any]:
-    return {"source": source, "index": row.index, "raw": row.raw[:RAW_KEEP_CHARS]}
+    """Where a row that made no record was, and a bounded preview of it (plus its size)."""
+    out: dict[str, Any] = {"source": source, "index": row.index}
+    if row.file:
+        out["file"] = row.file
+    for name in ("line", "row", "url"):
+        if getattr(row, name) is not None:
+            out[name] = getattr(row, name)
+    out["raw"] = row.raw[:RAW_KEEP_CHARS]
+    size = row.size if row.size is not None else len(row.raw)
+    if row.size is not None or size > RAW_KEEP_CHARS:
+        out["size"] = size
+    return out
+
+
+def _record(row: Row, src, content_key: str, folder: bool) -> Record:
+    """The record of one readable row (``meta.file`` names its file for pages and for every
+    row of a folder source).
+
+    Raises:
+        Exception: anything a shape's parse or the record's validation raises for a row that
+            does not fit (the caller rejects the row as ``unparseable`` with the error text).
+    """
+    meta: dict[str, Any] = {"source": src.path, "index": row.index}
+    if row.html is not None:
+        fmt, fields = "html", extract_page(row.html)
+        meta["file"] = row.file or row.raw
+    else:
+        if folder:
+            meta["file"] = row.file
+        fmt, fields = parse_row(row.value, src.format, src.text_field)
+        upstream = row.value.get("id")
+        if isinstance(upstream, str | int) and not isinstance(upstream, bool):
+            meta["source_id"] = upstream  # the upstream id, for provenance
+    meta.update(format=fmt, **fields.pop("meta", {}))
+    if row.url:
+        meta["url"] = row.url
+    return Record(id=record_id(content_key, row.index), meta=meta, **fields)
 
 
 def ingest_source(
@@ -42,39 +79,50 @@ def ingest_source(
 
     A record's id hashes the source's bytes and the row's index in it, so it is stable across
     runs and paths. A row that does not read or parse is rejected (``broken_utf8``,
-    ``unparseable``) with its raw text; a record a filter drops is rejected with the record.
+    ``unparseable``, ``oversized``) with its file, line or row number and a bounded preview; a
+    file that cannot be read at all is rejected as one ``unreadable_file`` row and named in the
+    report's ``error`` (or, with ``fail_on_unreadable``, stops the run); a record a filter drops
+    is rejected with the record.
 
     Args:
         i: position of the source in ``cfg.sources`` (named in errors).
         cfg: the ingest section.
         filters: the run's filter chain (it also counts the languages seen).
         out: the artifact being written.
+
+    Raises:
+        InputError: ``cfg.fail_on_unreadable`` is set and a file of the source cannot be read.
     """
     src = cfg.sources[i]
     path = source_path(cfg, i)
     content_key = hash_bytes_of(path)
-    stats = Counter()
-    for row in track(read_source(path, src.format), f"ingest {src.path}"):
+    folder = path.is_dir()
+    stats: Counter = Counter()
+    log = ReadLog()
+    unreadable: list[dict[str, str]] = []
+    rows = read_source(path, src.format, cfg.max_row_bytes, log)
+    for row in track(rows, f"ingest {src.path}"):
         stats["read"] += 1
+        if row.error == "unreadable_file":
+            name = f"{src.path}/{row.file}" if folder else src.path
+            if cfg.fail_on_unreadable:
+                raise InputError(
+                    f"ingest.sources[{i}].path: {name} cannot be read ({row.detail}); fix or "
+                    "remove the file, or set ingest.fail_on_unreadable: false to skip it"
+                )
+            unreadable.append({"file": row.file, "error": row.detail})
         if row.error:
             out.reject(_rejected_row(src.path, row), row.error, error=row.detail)
             stats["rejected"] += 1
             continue
-        meta: dict[str, Any] = {"source": src.path, "index": row.index}
         try:
-            if row.html is not None:
-                fmt, fields = "html", extract_page(row.html)
-                meta["file"] = row.raw
-            else:
-                fmt, fields = parse_row(row.value, src.format, src.text_field)
-                if isinstance(row.value.get("id"), (str, int)):
-                    meta["source_id"] = row.value["id"]  # the upstream id, for provenance
-            meta.update(format=fmt, **fields.pop("meta", {}))
-            record = Record(id=record_id(content_key, row.index), meta=meta, **fields)
-        except ValueError as e:  # a ParseError, or pydantic's ValidationError
-            out.reject(
-                _rejected_row(src.path, row), "unparseable", error=str(e).splitlines()[0][:500]
-            )
+            record = _record(row, src, content_key, folder)
+        except Exception as e:  # noqa: BLE001 - any row that does not fit is one rejection
+            # A shape's ParseError (or pydantic's ValidationError) says what does not fit in
+            # its own words; anything else (TypeError, RecursionError...) names its type too.
+            plain = isinstance(e, ValueError) and str(e)
+            error = str(e).splitlines()[0][:500] if plain else error_text(e)
+            out.reject(_rejected_row(src.path, row), "unparseable", error=error)
             stats["rejected"] += 1
             continue
         verdict = filters.check(record)
@@ -85,7 +133,7 @@ def ingest_source(
             out.write(record)
             stats["kept"] += 1
             stats[f"kind_{record.kind}"] += 1
-    return {
+    line = {
         "path": src.path,
         "format": src.format,
         "read": stats["read"],
@@ -93,3 +141,11 @@ def ingest_source(
         "rejected": stats["rejected"],
         "kinds": {k[5:]: v for k, v in sorted(stats.items()) if k.startswith("kind_")},
     }
+    if unreadable:
+        line["error"] = "; ".join(f"{u['file']}: {u['error']}" for u in unreadable)[:2000]
+        line["unreadable_files"] = unreadable
+    if log.skipped_files:
+        line["skipped_files"] = log.skipped_files
+    if log.skipped:
+        line["skipped"] = dict(sorted(log.skipped.items()))
+    return line

@@ -112,7 +112,7 @@ def test_changing_dedup_reruns_dedup_and_after_only(first_run, workdir, repo_roo
     summary = finetune(config=cfg)
     assert outcomes(summary) == {
         "ingest": True, "pii": True, "dedup": False, "augment": False,
-        "format": False, "train": False, "evaluate": False,
+        "format": False, "quality": False, "train": False, "evaluate": False,
     }
 
 
@@ -141,7 +141,7 @@ def test_only_reruns_just_that_stage_when_forced(first_run):
     summary = finetune(config=cfg, only="evaluate", force=["evaluate"])
     assert outcomes(summary) == {
         "ingest": True, "pii": True, "dedup": True, "augment": True,
-        "format": True, "train": True, "evaluate": False,
+        "format": True, "quality": True, "train": True, "evaluate": False,
     }
 
 
@@ -151,7 +151,7 @@ def test_force_recomputes_the_stage_and_those_that_depend_on_it(first_run):
     keys = plan_keys(cfg)
     created = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
     summary = finetune(config=cfg, force=["format"])
-    assert outcomes(summary) == {s: s not in ("format", "train", "evaluate") for s in STAGES}
+    assert outcomes(summary) == {s: s not in ("format", "quality", "train", "evaluate") for s in STAGES}
     again = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
     # same keys (same config), rebuilt in place: upstream untouched, format and after new
-    assert {s for s in STAGES if again[s] != created[s]} == {"format", "train", "evaluate"}
+    assert {s for s in STAGES if again[s] != created[s]} == {"format", "quality", "train", "evaluate"}

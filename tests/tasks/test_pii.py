@@ -1,4 +1,5 @@
-"""pii stage: planted emails, phone numbers and names leave every field; config is respected."""
+"""pii stage: planted emails, phone numbers and names leave every field; config is respected;
+tuneline's recognizers find their values; look-alikes stay; surrogates; the residual check."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def engine():
 
 
 def test_replace_scrubs_every_field_and_counts_entities(store_root):
-    art = run_pii(store_root, planted())
+    art = run_pii(store_root, planted(), operators={})  # replace for every type, PERSON too
     out = {r.id: r for r in art.records()}
     assert set(out) == {"t1", "c1", "p1", "clean"}  # PII records are kept, not dropped
     text = everything(art)
@@ -101,8 +102,8 @@ def test_replace_scrubs_every_field_and_counts_entities(store_root):
 
 def test_placeholders_are_not_detected_again(store_root):
     """A second pass over scrubbed output (or a corpus scrubbed upstream) changes nothing."""
-    first = list(run_pii(store_root + "/a", planted()).records())
-    second = run_pii(store_root + "/b", first)
+    first = list(run_pii(store_root + "/a", planted(), operators={}).records())
+    second = run_pii(store_root + "/b", first, operators={})
     assert [r.joined_text() for r in second.records()] == [r.joined_text() for r in first]
     assert second.report["entities_removed_total"] == 0
 
@@ -112,7 +113,7 @@ def test_mask_and_hash_change_the_output_form(store_root):
     assert "*" * len("john.smith@example.com") in masked
     assert "<EMAIL_ADDRESS>" not in masked and "john.smith" not in masked
 
-    hashed_art = run_pii(store_root + "/h", planted(), operator="hash")
+    hashed_art = run_pii(store_root + "/h", planted(), operator="hash", operators={})
     hashed = everything(hashed_art)
     assert "<EMAIL_ADDRESS>" not in hashed and "john.smith" not in hashed
     t1 = next(r for r in hashed_art.records() if r.id == "t1").text
@@ -125,7 +126,7 @@ def test_mask_and_hash_change_the_output_form(store_root):
 
     redacted = next(
         r
-        for r in run_pii(store_root + "/r", planted(), operator="redact").records()
+        for r in run_pii(store_root + "/r", planted(), operator="redact", operators={}).records()
         if r.id == "t1"
     )
     assert redacted.text == "Please contact  at  or on his phone number ."
@@ -169,10 +170,10 @@ def test_failing_record_is_rejected_not_lost(store_root, monkeypatch):
     """An analysis error costs only its own record, which lands in rejected/ with the error."""
     real = pii.Scrubber.scrub_batch
 
-    def flaky(self, texts):
+    def flaky(self, texts, keys=None):
         if any("mitochondria" in t for t in texts):
             raise ValueError("boom")
-        return real(self, texts)
+        return real(self, texts, keys)
 
     monkeypatch.setattr(pii.Scrubber, "scrub_batch", flaky)
     art = run_pii(store_root, planted())
@@ -219,3 +220,206 @@ def test_short_hash_salt_fails_fast(monkeypatch):
     monkeypatch.setenv(pii.SALT_ENV, "short")
     with pytest.raises(ValueError, match="TUNELINE_PII_SALT"):
         pii.operators_for(PipelineConfig.model_validate({"pii": {"operator": "hash"}}).pii)
+
+
+# ------------------------------------------------------------- tuneline's recognizers
+
+
+def scrub(*texts: str, key: str = "r", **pii_cfg) -> list[str]:
+    """Scrubs ``texts`` with the default config (plus ``pii_cfg``), all replace operators."""
+    cfg = PipelineConfig.model_validate({"pii": {"operators": {}, **pii_cfg}}).pii
+    return [t for t, *_ in pii.Scrubber(cfg).scrub_batch(list(texts), [key] * len(texts))]
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "placeholder"),
+    [
+        (
+            "Ship it to 742 Evergreen Terrace, Apt 3, Springfield, IL 62704 please.",
+            "742 Evergreen Terrace, Apt 3, Springfield, IL 62704",
+            "<STREET_ADDRESS>",
+        ),
+        (
+            "Our office: 221B Baker Street, London NW1 6XE.",
+            "221B Baker Street, London NW1 6XE",
+            "<STREET_ADDRESS>",
+        ),
+        (
+            "Bitte an Lindenstraße 23, 10969 Berlin schicken.",
+            "Lindenstraße 23, 10969 Berlin",
+            "<STREET_ADDRESS>",
+        ),
+        ("Dear Oluwaseun Adebayo,\nthanks for your note.", "Oluwaseun Adebayo", "<PERSON>"),
+        ("See you then.\n\nBest regards,\nNguyen Thi Lan", "Nguyen Thi Lan", "<PERSON>"),
+        (
+            "My name is Siddharth Venkataraman and I need help.",
+            "Siddharth Venkataraman",
+            "<PERSON>",
+        ),
+        ("Ping me @aroha_x on there.", "@aroha_x", "<USER_HANDLE>"),
+        ("I'm free after 5pm at 415-867-5309 most days.", "415-867-5309", "<PHONE_NUMBER>"),
+        ("Reach the Paris office on +33 1 42 68 53 00.", "+33 1 42 68 53 00", "<PHONE_NUMBER>"),
+        (
+            "My profile: https://www.linkedin.com/in/amara-okafor-42",
+            "linkedin.com/in/amara-okafor-42",
+            "<URL>",
+        ),
+        ("Notes are at https://www.cs.example.edu/~jdoe/ for now.", "~jdoe", "<URL>"),
+        ("I was born on March 3, 1987 in a small town.", "March 3, 1987", "<DATE_OF_BIRTH>"),
+        ("DOB: 03/12/1990", "03/12/1990", "<DATE_OF_BIRTH>"),
+        ("My passport number is X12345678.", "X12345678", "<US_PASSPORT>"),
+        ("Driver's licence: S530-4619-2754", "S530-4619-2754", "<US_DRIVER_LICENSE>"),
+        (
+            "Please transfer it to DE89 3704 0044 0532 0130 00.",
+            "DE89 3704 0044 0532 0130 00",
+            "<IBAN_CODE>",
+        ),
+        (
+            "Logins came from 2a02:8071:2b2:3c00::1f last night.",
+            "2a02:8071:2b2:3c00::1f",
+            "<IP_ADDRESS>",
+        ),
+    ],
+)
+def test_recognizers_find_their_planted_values(text, value, placeholder):
+    (out,) = scrub(text)
+    assert value not in out and placeholder in out, out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Edit this sentence to increase clarity.",
+        "Check if the year is divisible by 4.",
+        "A warehouse had 23786 boxes in May and 17509 in June. What is 23786-17509?",
+        "The laptop has a 200 GB drive and 16 GB of RAM.",
+        "The answer is 45321 - 1234 = 44087.",
+        "Pride and Prejudice is a novel written by Jane Austen in 1813.",
+        "In the story, Harry Potter learns that he is a wizard.",
+        "Albert Einstein developed the theory of relativity.",
+        "@property\ndef name(self):\n    return self._name",
+        "The docs are at https://docs.python.org/3/library/re.html and www.wikipedia.org.",
+        "The Battle of Hastings was fought on 14 October 1066.",
+        "In the year 1687, Sir Isaac Newton published the Principia.",
+        "5. **Model Training:** In this step, the selected model is fit to the data.",
+        "2. TED Talks (ted.com): short, powerful talks on many topics.",
+    ],
+)
+def test_look_alikes_stay_untouched(text):
+    assert scrub(text) == [text]
+
+
+def test_no_capital_letter_means_no_ner_pass_but_patterns_still_run():
+    cfg = PipelineConfig.model_validate({"pii": {"operators": {}}}).pii
+    s = pii.Scrubber(cfg)
+    out = s.scrub_batch(["call me on my cell phone 212-555-0143 tonight", "nothing to see here"])
+    assert out[0][0] == "call me on my cell phone <PHONE_NUMBER> tonight"
+    assert out[1][0] == "nothing to see here"
+    assert s.skipped_ner == 1  # the first string got a tokenizer-only pass; the second none
+
+
+# ------------------------------------------------------------------------ surrogates
+
+
+def test_surrogate_is_consistent_within_a_record_and_deterministic(store_root):
+    rec = Record(
+        id="s1",
+        kind="chat",
+        messages=[
+            Message(
+                role="user", content="Hi, I'm Amara Okafor. Please ask Robert Brown to call me."
+            ),
+            Message(role="assistant", content="Of course, Amara Okafor. I will tell Robert Brown."),
+        ],
+    )
+    a = next(run_pii(store_root + "/a", [rec]).records())  # default: PERSON -> surrogate
+    b = next(run_pii(store_root + "/b", [rec]).records())
+    assert a.model_dump() == b.model_dump()  # seeded by record id and value: reproducible
+    text = a.joined_text()
+    assert "Amara Okafor" not in text and "Robert Brown" not in text and "<PERSON>" not in text
+    from tasks.pii.surrogate import fake
+
+    amara, robert = fake("PERSON", "Amara Okafor", "s1"), fake("PERSON", "Robert Brown", "s1")
+    assert amara != robert and re.fullmatch(r"[A-Z][\w-]+( [\w -]+)+", amara)
+    # the same person gets the same fake in both turns
+    assert a.messages[0].content.count(amara) == 1 and a.messages[1].content.count(amara) == 1
+    assert robert in a.messages[0].content and robert in a.messages[1].content
+
+
+def test_surrogate_fakes_have_the_value_shape():
+    from tasks.pii.residual import luhn_ok
+    from tasks.pii.surrogate import fake
+
+    phone = fake("PHONE_NUMBER", "+1 (415) 555-2671", "k")
+    assert re.fullmatch(r"\+\d \(\d{3}\) \d{3}-\d{4}", phone) and phone != "+1 (415) 555-2671"
+    assert luhn_ok(fake("CREDIT_CARD", "4111 1111 1111 1111", "k"))
+    assert fake("EMAIL_ADDRESS", "a@b.com", "k").endswith((".com", ".org", ".net"))
+    assert fake("PERSON", "Amara Okafor", "k") == fake("PERSON", "Amara Okafor", "k")
+
+
+def test_surrogate_as_default_operator_keeps_text_natural(store_root):
+    art = run_pii(store_root, planted(), operator="surrogate", operators={})
+    text = everything(art)
+    assert "<" not in text  # no placeholders anywhere
+    for value in EMAILS + PHONES + NAMES:
+        assert value not in text
+    assert art.report["residual_total"] == 0  # fakes (example.* emails) are not counted as left
+
+
+# ---------------------------------------------------------------------- residual check
+
+
+def test_residual_counts_validated_values_only():
+    from tasks.pii.residual import residual
+
+    text = (
+        "card 4111 1111 1111 1111, bad card 4111 1111 1111 1112, iban DE89370400440532013000, "
+        "bad iban DE00370400440532013000, ssn 219-09-9999, bad ssn 000-12-3456, ip 81.2.69.160, "
+        "not ip 999.1.1.1, loopback 127.0.0.1, v6 2a02:8071:2b2:3c00::1f, mail jane@corp.de, "
+        "doc mail jane@example.com"
+    )
+    assert residual(text) == {
+        "CREDIT_CARD": 1, "IBAN_CODE": 1, "US_SSN": 1, "IP_ADDRESS": 2, "EMAIL_ADDRESS": 1,
+    }  # fmt: skip
+    assert residual("mail jane@corp.de", ignore={"jane@corp.de"}) == {}
+
+
+def test_residual_above_max_fails_the_stage_naming_types(store_root):
+    from tuneline.errors import InputError
+
+    recs = [Record(id="e", kind="text", text="Write to john.smith@acme-corp.com or jane@corp.de.")]
+    with pytest.raises(InputError, match=r"2 PII values left.*EMAIL_ADDRESS 2"):
+        run_pii(store_root + "/f", recs, entities=["PERSON"])
+    art = run_pii(store_root + "/ok", recs, entities=["PERSON"], max_residual=2)
+    assert art.report["residual"] == {"EMAIL_ADDRESS": 2} and art.report["residual_total"] == 2
+    assert "Residual check" in pii.STAGE.summary(art.report)
+    clean = run_pii(store_root + "/c", recs)
+    assert clean.report["residual_total"] == 0
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_output_as_one_process(monkeypatch):
+    monkeypatch.setattr(pii, "MIN_PARALLEL", 4)
+    monkeypatch.setattr(pii, "BATCH_RECORDS", 3)
+    recs = planted() * 3
+    cfg = PipelineConfig().pii
+    one = [r for _, res in pii.scrub_stream(cfg, recs, workers=1) for r in res]
+    two = [r for _, res in pii.scrub_stream(cfg, recs, workers=2) for r in res]
+    assert [r[0].model_dump() for r in one] == [r[0].model_dump() for r in two]
+
+
+def test_pattern_names_stop_at_the_first_word_that_is_no_name():
+    out = scrub(
+        "Thanks,\nAnneke van der Berg The longest word is here.",
+        "Best regards,\nConnor O'Brien",
+    )
+    assert out == ["Thanks,\n<PERSON> The longest word is here.", "Best regards,\n<PERSON>"]
+
+
+def test_an_allowed_word_keeps_a_longer_match_that_contains_it(tmp_path):
+    cfg = PipelineConfig()
+    cfg.run.artifact_root = str(tmp_path / "artifacts")
+    cfg.pii.allow_list = ["Northwind"]
+    text = "Thanks for your order.\n\nBest regards,\nNorthwind Outfitters Support"
+    art = run_plain(pii, cfg, [input_artifact(cfg.run.artifact_root, "ingest", [Record(id="r", kind="text", text=text)])])
+    assert [r.text for r in art.records()] == [text]

@@ -70,7 +70,9 @@ def test_stages_lists_the_registry():
     res = tuneline("stages")
     assert res.returncode == 0, res.stderr
     rows = [line for line in res.stdout.splitlines() if "tasks." in line]
-    assert [r.split()[3] for r in rows] == ["ingest", "pii", "dedup", "augment", "format", "train", "evaluate"]
+    assert [r.split()[3] for r in rows] == [
+        "ingest", "pii", "dedup", "augment", "format", "quality", "train", "evaluate",
+    ]  # fmt: skip
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_stages_come_in_pipeline_order_with_inputs_before_readers():
     names = registry.names()
-    assert names[:7] == ("ingest", "pii", "dedup", "augment", "format", "train", "evaluate")
+    assert names[:8] == ("ingest", "pii", "dedup", "augment", "format", "quality", "train", "evaluate")
     for s in registry.stages():
         for dep in (*s.inputs, *s.after):
             assert names.index(dep) < names.index(s.name), f"{s.name} runs before {dep}"

@@ -3,6 +3,8 @@ the record, and a row that fits no shape says why."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tuneline.records import Record
@@ -126,3 +128,58 @@ def test_text_shape_reads_the_configured_field():
         "text",
         {"kind": "text", "text": "A document."},
     )
+
+
+# --------------------------------------------------------- wrong types are ParseErrors
+
+
+@pytest.mark.parametrize(
+    "fmt, row, message",
+    [
+        (
+            "messages",
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]},
+            "content part text must be a string, got int",
+        ),
+        ("messages", {"messages": [{"role": "user", "content": [7]}]}, "parts must be objects"),
+        ("sharegpt", {"conversations": [{"from": 3, "value": "x"}]}, "unknown speaker 3"),
+        ("sharegpt", {"conversations": [{"from": None, "value": "x"}]}, "unknown speaker None"),
+        ("alpaca", {"instruction": "Hi", "output": "Yo", "history": 7}, "history must be a list"),
+        (
+            "alpaca",
+            {"instruction": "Hi", "output": "Yo", "history": "ab"},
+            "history must be a list",
+        ),
+        (
+            "alpaca",
+            {"instruction": "Hi", "output": "Yo", "history": [[1, "a"]]},
+            "history question",
+        ),
+        (
+            "alpaca",
+            {"instruction": "Hi", "output": "Yo", "system": ["x"]},
+            "system must be a string",
+        ),
+        ("preference", {"prompt": {"a": 1}, "chosen": "a", "rejected": "b"}, "prompt must be"),
+        ("preference", {"prompt": "p", "chosen": 5, "rejected": "b"}, "chosen must be"),
+        ("text", {"text": None}, "text must be a string"),
+    ],
+)
+def test_a_wrong_type_anywhere_is_a_parse_error_not_a_crash(fmt, row, message):
+    with pytest.raises(ParseError, match=re.escape(message)):
+        parse_row(row, fmt)
+
+
+def test_tools_and_tool_calls_are_kept_as_plain_json_of_bounded_depth():
+    deep: list = []
+    for _ in range(5000):  # deeper than Python's recursion limit: still a ParseError
+        deep = [deep]
+    turns = [{"role": "user", "content": "hi"}]
+    with pytest.raises(ParseError, match="tools is nested more than 64 levels deep"):
+        parse_row({"messages": turns, "tools": deep}, "messages")
+    call = [{"role": "assistant", "content": None, "tool_calls": deep}]
+    with pytest.raises(ParseError, match="tool_calls is nested more than"):
+        parse_row({"messages": turns + call}, "messages")
+    # values JSON cannot hold (bytes, dates, from Parquet) are kept as their text
+    _, fields = parse_row({"messages": turns, "tools": [{"blob": b"\x00", "n": 1}]}, "messages")
+    assert fields["meta"]["tools"] == [{"blob": "b'\\x00'", "n": 1}]

@@ -15,8 +15,13 @@ def prompt_turns(row: dict[str, Any]) -> list[Message]:
     """The turns of an Alpaca row before its output: earlier history, then instruction + input."""
     instruction = require_text(row.get("instruction"), "instruction")
     extra = require_text(row.get("input") or "", "input")
+    history = row.get("history") or []
+    if not isinstance(history, list):
+        raise ParseError(
+            f"history must be a list of [question, answer] pairs, got {type(history).__name__}"
+        )
     messages = []
-    for pair in row.get("history") or []:  # LLaMA-Factory: earlier [question, answer] turns
+    for pair in history:  # LLaMA-Factory: earlier [question, answer] turns
         if not (isinstance(pair, list) and len(pair) == 2):
             raise ParseError("history must be a list of [question, answer] pairs")
         messages += [

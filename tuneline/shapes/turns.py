@@ -49,13 +49,55 @@ def require_text(value: Any, what: str) -> str:
     return value
 
 
+MAX_JSON_DEPTH = 64  # deepest tool spec / tool call a record keeps (real ones nest < 10)
+
+
+def plain_json(value: Any, what: str) -> Any:
+    """``value`` as plain JSON (what a record's meta may hold): at most ``MAX_JSON_DEPTH``
+    levels deep, and anything JSON cannot hold (bytes, dates from Parquet) as its string.
+
+    Raises:
+        ParseError: nested deeper than ``MAX_JSON_DEPTH``.
+    """
+    stack = [(value, 1)]
+    while stack:  # iterative: a value nested too deeply for recursion must still be refused
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                raise ParseError(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children)
+    try:
+        return json.loads(json.dumps(value, ensure_ascii=False, default=str))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise ParseError(f"{what} is not plain JSON ({type(e).__name__}: {e})") from None
+
+
+def _part_text(part: Any, what: str) -> str:
+    """The text of one OpenAI content part ("" for a non-text part such as an image)."""
+    if isinstance(part, str):
+        return part
+    if not isinstance(part, dict):
+        raise ParseError(f"{what} content parts must be objects, got {type(part).__name__}")
+    if "text" not in part:
+        return ""
+    return require_text(part["text"], f"{what} content part text")
+
+
 def turn_content(turn: dict[str, Any], what: str) -> str:
-    """A turn's text: ShareGPT `value`, OpenAI `content` (string, text parts, or a tool call)."""
+    """A turn's text: ShareGPT `value`, OpenAI `content` (string, text parts, or a tool call).
+
+    Raises:
+        ParseError: the content is not a string, a list of parts with string text, or a tool
+            call.
+    """
     content = turn.get("value", turn.get("content"))
     if isinstance(content, list):  # OpenAI content parts: keep the text ones
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(_part_text(p, what) for p in content)
     if content is None and turn.get("tool_calls"):
-        content = json.dumps(turn["tool_calls"], ensure_ascii=False)
+        content = json.dumps(
+            plain_json(turn["tool_calls"], f"{what}.tool_calls"), ensure_ascii=False
+        )
     return require_text(content, what)
 
 
@@ -75,9 +117,11 @@ def parse_turns(turns: Any, what: str) -> list[Message]:
     for j, turn in enumerate(turns):
         if not isinstance(turn, dict):
             raise ParseError(f"{what}[{j}] must be an object, got {type(turn).__name__}")
-        speaker = str(turn.get("from", turn.get("role", ""))).lower()
+        name = turn.get("from", turn.get("role", ""))
+        speaker = name.lower() if isinstance(name, str) else None
         if speaker not in ROLES:
-            raise ParseError(f"{what}[{j}] has unknown speaker {speaker!r}; known: {sorted(ROLES)}")
+            shown = repr(speaker if speaker is not None else name)[:60]
+            raise ParseError(f"{what}[{j}] has unknown speaker {shown}; known: {sorted(ROLES)}")
         out.append(Message(role=ROLES[speaker], content=turn_content(turn, f"{what}[{j}]")))
     return out
 
@@ -96,7 +140,7 @@ def parse_chat(row: dict[str, Any]) -> dict[str, Any]:
     """
     key = "conversations" if "conversations" in row else "messages"
     messages = system_turn(row) + parse_turns(row.get(key), key)
-    meta = {"tools": row["tools"]} if row.get("tools") else {}
+    meta = {"tools": plain_json(row["tools"], "tools")} if row.get("tools") else {}
     return {"kind": "chat", "messages": messages, "meta": meta}
 
 

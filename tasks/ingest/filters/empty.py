@@ -7,9 +7,11 @@ from tuneline.records import Record
 
 
 def missing_reply(record: Record) -> bool:
-    """A chat without any assistant text, or a pair with a blank side, has nothing to learn."""
+    """A chat without a reply or whose last reply is blank, or a pair with a blank side, has nothing to learn."""
     if record.kind == "chat":
-        return not any(m.content.strip() for m in record.messages or [] if m.role == "assistant")
+        replies = [m.content for m in record.messages or [] if m.role == "assistant"]
+        # a blank last reply is an empty answer too, even after earlier turns with text
+        return not replies or not replies[-1].strip()
     if record.kind == "preference":
         return not (record.chosen or "").strip() or not (record.rejected or "").strip()
     return False

@@ -36,3 +36,14 @@ class LocalFT176LID(FT176LID):
         if self._model is None:
             self._model = fasttext.load_model(str(lid_model_path()))
         return self._model
+
+
+_LID176 = None
+
+
+def load_lid176():
+    """The fastText lid.176 model (loaded once per process)."""
+    global _LID176
+    if _LID176 is None:
+        _LID176 = fasttext.load_model(str(lid_model_path()))
+    return _LID176

@@ -1,4 +1,5 @@
-"""HTML sources: a folder of pages (or one page), and their main text through trafilatura."""
+"""HTML pages (one page is one row), and their main text through trafilatura (which WARC
+responses go through too)."""
 
 from __future__ import annotations
 
@@ -6,24 +7,27 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.ingest.readers.row import Row
+from tasks.ingest.readers.row import RAW_KEEP_CHARS, ReadLog, Row, preview
 
-SUFFIXES = (".html", ".htm")
+SUFFIXES = (".html", ".htm", ".xhtml")
 
 
-def read_pages(path: Path) -> Iterator[Row]:
-    """One row per .html/.htm page under a folder (sorted, so indexes are stable), or one page.
-
-    A row carries the page's bytes in ``html`` and its path under the folder in ``raw``.
-    """
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-    )
-    for i, f in enumerate(files):
-        name = f.name if path.is_file() else str(f.relative_to(path))
-        yield Row(i, html=f.read_bytes(), raw=name)
+def read_page(path: Path, max_row_bytes: int, log: ReadLog) -> Iterator[Row]:
+    """One page as one row: its bytes in ``html`` (``oversized`` when over ``max_row_bytes``,
+    without reading it)."""
+    size = path.stat().st_size
+    if size > max_row_bytes:
+        with open(path, "rb") as fh:
+            head = fh.read(RAW_KEEP_CHARS)
+        yield Row(
+            0,
+            error="oversized",
+            detail=f"page of {size} bytes is over ingest.max_row_bytes ({max_row_bytes})",
+            raw=preview(head),
+            size=size,
+        )
+        return
+    yield Row(0, html=path.read_bytes(), size=size)
 
 
 def extract_page(html: bytes) -> dict[str, Any]:

