@@ -24,6 +24,7 @@ from tests.support.server_runs import (
     shrunk_demo_config,
     trigger,
 )
+from tuneline import registry
 from tuneline.artifacts import ArtifactStore
 from tuneline.config import STAGES, PipelineConfig
 from tuneline.pipeline import plan_keys
@@ -117,11 +118,11 @@ def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page,
     # deployments/demo.yaml, and Literal fields as dropdowns of their values
     form = open_custom_run(page, ui_url, "demo")
     pii = prop(form, "config", "Pii")
-    expect(pii.locator(":scope > .p-label__header")).to_contain_text("PII scrubbing with Presidio.")
+    expect(pii.locator(":scope > .p-label__header")).to_contain_text(registry.get("pii").describe())
     expect(prop(form, "config", "Run", "Name").locator("textarea")).to_have_value("demo")
     operator = prop(form, "config", "Pii", "Operator").locator("button.p-select-button__control")
     operator.press("ArrowDown")  # opens the dropdown
-    expect(page.get_by_role("option")).to_have_text(["replace", "mask", "hash", "redact"])
+    expect(page.get_by_role("option")).to_have_text(["replace", "mask", "hash", "redact", "surrogate"])
     page.get_by_role("option", name="mask", exact=True).click()
     expect(operator).to_have_text("mask")
 
