@@ -145,9 +145,10 @@ def _print_summary(cfg: PipelineConfig, summary: dict) -> None:
             _highlights(stage, rep),
         )
     console.print(t)
-    if "evaluate" in summary["stages"]:
-        ev = ArtifactRef(**summary["stages"]["evaluate"]["ref"])
-        console.print(f"Evaluation report: {store.open(ev).uri}/report.md")
+    for stage, what in (("quality", "Data-quality report"), ("evaluate", "Evaluation report")):
+        if stage in summary["stages"]:
+            art = store.open(ArtifactRef(**summary["stages"][stage]["ref"]))
+            console.print(f"{what}: {art.uri}/report.md")
     console.print(f"Artifacts: {store.root}   (tuneline status shows what is stored)")
 
 
