@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install demo test test-fast ui bench bench-data lint clean
+.PHONY: install demo test test-fast ui bench bench-data bench-scale lint clean
 
 install: $(STAMP)
 
@@ -43,6 +43,11 @@ bench: install
 # Data-stage benchmarks on ../shared/data (recall/precision/damage/speed; minutes each).
 bench-data: install
 	@for b in bench/pii_bench.py bench/dedup_bench.py bench/filters_bench.py; do [ -f $$b ] && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done; true
+
+# Data stages at scale: seconds, records/s and peak RSS per stage for N generated records
+# (default N = 2000 and 10000, a few minutes; ARGS="--n 10000 --n 100000" or ARGS=--no-pii).
+bench-scale: install
+	$(BIN)/python bench/scale_bench.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .
