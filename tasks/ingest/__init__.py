@@ -93,6 +93,14 @@ def summary(report: dict[str, Any]) -> str:
         lines += ["", "| rejected because | records | example |", "|---|---:|---|"]
         by_count = sorted(reasons.items(), key=lambda x: -x[1])
         lines += [f"| {r} | {n} | {shown(r)} |" for r, n in by_count]
+    for src in report["sources"]:
+        for u in src.get("unreadable_files", []):
+            lines += ["", f"Could not read `{u['file'] or src['path']}` ({src['path']}): {u['error']}"]
+        skipped = src.get("skipped_files", [])
+        if skipped:
+            shown_files = ", ".join(f"`{f['file']}` ({f['reason']})" for f in skipped[:10])
+            more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+            lines += ["", f"Skipped in {src['path']}: {shown_files}{more}."]
     if report.get("language_unknown_kept"):
         lines += [
             "",

@@ -32,6 +32,14 @@ def source_path(cfg: IngestConfig, i: int) -> Path:
     return path
 
 
+def _first_example(filters: FilterChain, reason: str, source: str, row: Row, error: str | None) -> None:
+    """The report's example of a reason that rejects rows before any record exists: where the
+    row was and why (the filters keep the first record of their own reasons the same way)."""
+    if reason not in filters.examples:
+        where = ":".join(str(x) for x in (row.file or source, row.line or row.row or row.index) if x is not None)
+        filters.examples[reason] = {"snippet": f"{where}: {(error or '')[:160]}"}
+
+
 def _rejected_row(source: str, row: Row) -> dict[str, Any]:
     """Where a row that made no record was, and a bounded preview of it (plus its size)."""
     out: dict[str, Any] = {"source": source, "index": row.index}
@@ -113,6 +121,7 @@ def ingest_source(
             unreadable.append({"file": row.file, "error": row.detail})
         if row.error:
             out.reject(_rejected_row(src.path, row), row.error, error=row.detail)
+            _first_example(filters, row.error, src.path, row, row.detail)
             stats["rejected"] += 1
             continue
         try:
@@ -123,6 +132,7 @@ def ingest_source(
             plain = isinstance(e, ValueError) and str(e)
             error = str(e).splitlines()[0][:500] if plain else error_text(e)
             out.reject(_rejected_row(src.path, row), "unparseable", error=error)
+            _first_example(filters, "unparseable", src.path, row, error)
             stats["rejected"] += 1
             continue
         verdict = filters.check(record)

@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from tasks import ingest
 from tasks.ingest import SourceConfig
 from tasks.ingest.readers import RAW_KEEP_CHARS, ReadLog, read_source
 from tests.support.ingest import LENIENT, make_cfg, run_ingest, write_jsonl
@@ -278,6 +279,11 @@ def test_a_folder_reads_every_kind_it_knows_and_lists_what_it_skipped(tmp_path):
     ]
     assert source["unreadable_files"][0]["file"] == "broken.jsonl.gz"
     assert source["read"] == 6 and source["kept"] == 5 and source["rejected"] == 1
+    # the stage summary names the unreadable file, the skipped ones, and an example of the reason
+    md = ingest.STAGE.summary(art.report)
+    assert "Could not read `broken.jsonl.gz`" in md
+    assert "`.DS_Store` (hidden file)" in md and "`notes.txt` (unknown file type" in md
+    assert art.report["examples"]["unreadable_file"]["snippet"].startswith("broken.jsonl.gz")
     # format html reads the pages and crawls of a folder and lists the rest as skipped
     html = run_ingest(
         tmp_path / "b", make_cfg([SourceConfig(path=str(mixed), format="html")], **LENIENT)
