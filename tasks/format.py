@@ -355,12 +355,8 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
 
 
 def check_lengths_fit_model(cfg) -> None:
-    """format.max_length must fit the tiny model's positions (a real model truncates itself)."""
-    if cfg.model.name_or_path is None and cfg.format.max_length > cfg.model.tiny.max_position_embeddings:
-        raise ValueError(
-            f"format.max_length ({cfg.format.max_length}) exceeds model.tiny.max_position_embeddings "
-            f"({cfg.model.tiny.max_position_embeddings})"
-        )
+    """format.max_length must fit the tiny model's positions."""
+    cfg.model.check_fits("format.max_length", cfg.format.max_length)
 
 
 STAGE = Stage(

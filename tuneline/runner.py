@@ -32,6 +32,8 @@ class StageRunner:
         self.store = ArtifactStore(cfg.run.artifact_root)
         self.outcomes: dict[str, StageOutcome] = {}
         self.refs: dict[str, ArtifactRef | None] = {}
+        # each stage's input refs as this run passed them: what recomputing a corrupt artifact starts from
+        self.inputs: dict[str, list[ArtifactRef]] = {}
         self.started = time.time()
         scratch.sweep()  # scratch folders of runs that were killed
 
@@ -50,12 +52,6 @@ class StageRunner:
         for stage in registry.stages():
             if stage.name not in self.refs:
                 self(stage.name, *[self.refs.get(i) for i in stage.inputs])
-
-    @property
-    def inputs(self) -> dict[str, list[ArtifactRef]]:
-        """Each stage's input refs as this run passed them: what recomputing a corrupt
-        artifact starts from."""
-        return self.__dict__.setdefault("_inputs", {})
 
     def _step(self, name: str, refs: list[ArtifactRef]) -> ArtifactRef | None:
         stage = registry.get(name)

@@ -70,3 +70,11 @@ class ModelConfig(Section):
         default=False, description="Run code shipped with the model. Off unless you trust its source."
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) to pin.")
+
+    def check_fits(self, field: str, length: int) -> None:
+        """Raises ValueError when ``length`` (the setting ``field``) exceeds the tiny model's
+        positions; a real model truncates to its own limit."""
+        if self.name_or_path is None and length > self.tiny.max_position_embeddings:
+            raise ValueError(
+                f"{field} ({length}) exceeds model.tiny.max_position_embeddings ({self.tiny.max_position_embeddings})"
+            )

@@ -43,7 +43,6 @@ from itertools import islice
 from typing import Any
 
 from tasks.pii.config import PIIConfig, PIIEntity  # noqa: F401  (PIIEntity: re-exported)
-from tasks.pii.recognizers import NOT_NAME_WORDS, REPLACED, tuneline_recognizers
 from tasks.pii.residual import residual
 from tasks.pii.surrogate import fake
 from tuneline.artifacts import Artifact, ArtifactWriter
@@ -131,6 +130,11 @@ def analyzer_for(spacy_model: str, keep_public_figures: bool = True):
         analyzer = AnalyzerEngine(nlp_engine=nlp_engine, supported_languages=[LANGUAGE])
     finally:
         presidio_log.setLevel(level)
+    from tasks.pii.recognizers import (  # Presidio + spaCy: seconds to import
+        REPLACED,
+        tuneline_recognizers,
+    )
+
     for name in ("EmailRecognizer", *REPLACED):
         analyzer.registry.remove_recognizer(name)
     analyzer.registry.add_recognizer(_offline_email_recognizer())
@@ -361,6 +365,8 @@ class Scrubber:
         Amara Okafor."); the record's other strings are searched for each value found.
         """
         from presidio_analyzer import RecognizerResult
+
+        from tasks.pii.recognizers import NOT_NAME_WORDS
 
         values: dict[str, dict[str, str]] = {}
         for text, key, results in zip(texts, keys, found, strict=True):

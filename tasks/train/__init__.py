@@ -252,15 +252,8 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
 
 
 def check_lengths_fit_model(cfg) -> None:
-    """train.max_length must fit the tiny model's positions (a real model truncates itself)."""
-    if (
-        cfg.model.name_or_path is None
-        and cfg.train.max_length > cfg.model.tiny.max_position_embeddings
-    ):
-        raise ValueError(
-            f"train.max_length ({cfg.train.max_length}) exceeds model.tiny.max_position_embeddings "
-            f"({cfg.model.tiny.max_position_embeddings})"
-        )
+    """train.max_length must fit the tiny model's positions."""
+    cfg.model.check_fits("train.max_length", cfg.train.max_length)
 
 
 def highlights(report: dict[str, Any]) -> str:
