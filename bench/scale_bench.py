@@ -236,7 +236,7 @@ class RssSampler(threading.Thread):
         self._halt.set()
 
 
-def one(n: int, pii: bool, seed: int) -> dict:
+def one(n: int, pii: bool, seed: int, executor: str = "local", workers: int | None = None) -> dict:
     """Runs the five data stages on n generated records in this process; returns the figures."""
     from tuneline import registry
     from tuneline.config import load_config
@@ -262,6 +262,9 @@ def one(n: int, pii: bool, seed: int) -> dict:
         ]
         if not pii:
             overrides.append("pii.enabled=false")
+        overrides.append(f"run.executor={executor}")
+        if workers:
+            overrides.append(f"run.workers={workers}")
         cfg = load_config(None, overrides)
         sampler = RssSampler()
         sampler.start()
@@ -288,7 +291,18 @@ def one(n: int, pii: bool, seed: int) -> dict:
                     k: v for k, v in rep.items() if k not in ("examples", "samples")
                 }
         sampler.stop()
-        return {"n": n, "pii": pii, "gen": stats, "stages": out}
+        if executor == "ray":
+            import ray
+
+            ray.shutdown()
+        return {
+            "n": n,
+            "pii": pii,
+            "gen": stats,
+            "stages": out,
+            "executor": executor,
+            "workers": workers,
+        }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -300,7 +314,8 @@ MB = 1024 * 1024
 
 def print_table(res: dict) -> None:
     g = res["gen"]
-    print(f"\nN = {res['n']:,} rows ({g['unique']:,} unique, {g['exact_dup']} exact + {g['near_dup']} near "
+    print(f"\nrun.executor={res['executor']}, run.workers={res['workers'] or 'one per core'}")
+    print(f"N = {res['n']:,} rows ({g['unique']:,} unique, {g['exact_dup']} exact + {g['near_dup']} near "
           f"duplicates planted, {g['pii']} with PII; {g['mean_bytes']:.0f} B/row; generated in {g['gen_s']:.1f} s)")  # fmt: skip
     print(f"pools: {g['pool_prompts']} prompts, {g['pool_sentences']:,} answer sentences")
     if g.get("dedup_found"):
@@ -321,6 +336,25 @@ def print_table(res: dict) -> None:
     )
 
 
+def print_speedup(by_workers: dict) -> None:
+    """Stage seconds per run.workers value, and the speed-up over the fewest workers."""
+    ws = sorted(by_workers, key=lambda w: w or 0)
+    print(f"\nspeed-up with run.workers (executor: {by_workers[ws[0]][0]['executor']})")
+    print("| N | stage | " + " | ".join(f"s, {w} workers" for w in ws) + " | speed-up |")
+    print("|---|---|" + "---:|" * (len(ws) + 1))
+    for i, res in enumerate(by_workers[ws[0]]):
+        for j, st in enumerate(res["stages"]):
+            secs = [by_workers[w][i]["stages"][j]["seconds"] for w in ws]
+            print(f"| {res['n']:,} | {st['stage']} | " + " | ".join(f"{x:.1f}" for x in secs)
+                  + f" | {secs[0] / secs[-1]:.2f}x |")  # fmt: skip
+        tot = [sum(s["seconds"] for s in by_workers[w][i]["stages"]) for w in ws]
+        print(
+            f"| {res['n']:,} | **total** | "
+            + " | ".join(f"{x:.1f}" for x in tot)
+            + f" | {tot[0] / tot[-1]:.2f}x |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -335,12 +369,19 @@ def main() -> None:
         "--no-pii", action="store_true", help="pii.enabled=false: skip NER for a quicker run"
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--executor", choices=["local", "ray"], default="local", help="run.executor")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="run.workers (repeatable: each N runs once per value, and a speed-up table follows)",
+    )
     ap.add_argument("--_one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_out", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args._one:  # child: one N, figures as JSON
-        res = one(args._one, not args.no_pii, args.seed)
+        res = one(args._one, not args.no_pii, args.seed, args.executor, (args.workers or [None])[0])
         Path(args._out).write_text(json.dumps(res))
         return
 
@@ -348,19 +389,27 @@ def main() -> None:
     print(f"scale_bench: N = {', '.join(f'{n:,}' for n in sizes)}; PII {'off' if args.no_pii else 'on'}; "
           f"{os.cpu_count()} CPUs; each N in a fresh process")  # fmt: skip
     results = []
-    for n in sizes:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-            out = f.name
-        cmd = [sys.executable, __file__, "--_one", str(n), "--_out", out, "--seed", str(args.seed)]
-        if args.no_pii:
-            cmd.append("--no-pii")
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        res = json.loads(Path(out).read_text())
-        os.unlink(out)
-        res["process_s"] = time.perf_counter() - t
-        results.append(res)
-        print_table(res)
+    by_workers: dict[int | None, list[dict]] = {}
+    for w in args.workers or [None]:
+        for n in sizes:
+            with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+                out = f.name
+            cmd = [sys.executable, __file__, "--_one", str(n), "--_out", out, "--seed", str(args.seed),
+                   "--executor", args.executor]  # fmt: skip
+            if w:
+                cmd += ["--workers", str(w)]
+            if args.no_pii:
+                cmd.append("--no-pii")
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True)
+            res = json.loads(Path(out).read_text())
+            os.unlink(out)
+            res["process_s"] = time.perf_counter() - t
+            by_workers.setdefault(w, []).append(res)
+            print_table(res)
+    if len(by_workers) > 1:
+        print_speedup(by_workers)
+    results = by_workers[(args.workers or [None])[-1]]
 
     print()
     small, large = results[0], results[-1]

@@ -32,26 +32,36 @@ measured the defaults (recall per similarity bin, precision, records/s).
 
 A record with fewer words than ``dedup.n_grams`` has no shingles: MinHash cannot compare it and
 keeps it. DataTrove's work files (signatures, buckets) live in a scratch folder; its per-step
-stats are kept in the artifact under ``minhash/``. With ``dedup.workers`` > 1 DataTrove runs
-its tasks in forkserver processes, which log on their own.
+stats are kept in the artifact under ``minhash/``. The signatures are computed by ``run.workers``
+DataTrove tasks (``tuneline.executors``: local processes or Ray), one input shard each; the
+output does not depend on how many.
+
+Records come out in input order, except that those MinHash does not see (empty key, or
+``dedup.minhash`` off) are written first. Memory stays flat in the number of records: the
+records travel through the shards on disk, and the n-gram sets that verification compares
+against are kept in a scratch file, not in memory; what is held per record is bookkeeping
+(the exact pass's digests, the candidate groups).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import shutil
-from collections import Counter
+import warnings
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
+from tuneline import executors
 from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.executors import make_executor, quiet_datatrove, run_ranks
 from tuneline.progress import track
 from tuneline.records import Record
 from tuneline.scratch import new_scratch_dir
@@ -68,6 +78,22 @@ class DedupConfig(Section):
         """YAML 1.1 (PyYAML) reads an unquoted `on:` key as True: take it as `on`."""
         if isinstance(data, dict) and True in data and "on" not in data:
             data = {("on" if k is True else k): v for k, v in data.items()}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def check_workers_moved_to_run(cls, data: Any) -> Any:
+        """`dedup.workers` became `run.workers` (shared by the data stages and outside the
+        artifact key): an old config still loads, with a warning, instead of failing as a typo."""
+        if isinstance(data, dict) and "workers" in data:
+            data = {k: v for k, v in data.items() if k != "workers"}
+            message = (
+                "dedup.workers is deprecated and ignored: the number of parallel workers is "
+                "run.workers now (empty: one per CPU core)"
+            )
+            warnings.warn(message, DeprecationWarning, stacklevel=2)
+            # DeprecationWarning is hidden outside __main__ and tests: say it in the log too.
+            logging.getLogger("tuneline").warning(message)
         return data
 
     exact: bool = Field(default=True, description="Drop records whose normalised key is identical.")
@@ -103,7 +129,6 @@ class DedupConfig(Section):
             "duplicate (0: every candidate is, i.e. no verification)."
         ),
     )
-    workers: int = Field(default=1, ge=1, description="Parallel DataTrove tasks.")
 
 
 _PUNCT = re.compile(r"[^\w\s]")
@@ -159,22 +184,6 @@ def exact_key(record: Record, on: str = "record") -> bytes:
 # --------------------------------------------------------------------------------- minhash
 
 
-@contextmanager
-def quiet_datatrove():
-    """Mutes DataTrove's loguru output (every step logs at INFO to stderr) inside the block.
-
-    Its per-step stats.json files are the useful record and are written regardless; errors
-    still raise. Worker processes (``dedup.workers`` > 1) set up their own logging.
-    """
-    from datatrove.utils.logging import logger
-
-    logger.disable("datatrove")
-    try:
-        yield
-    finally:
-        logger.enable("datatrove")
-
-
 def minhash_config(dcfg: DedupConfig):
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.utils.hashing import HashConfig
@@ -198,41 +207,33 @@ def to_document(record: Record, on: str = "record"):
     )
 
 
-def run_lsh(work: Path, dcfg: DedupConfig) -> None:
+def run_lsh(work: Path, dcfg: DedupConfig, shards: int) -> None:
     """Runs DataTrove's MinHash signature and bucket steps over ``work/input``.
 
     Writes ``work/buckets/*.dups``: per band, the documents whose band signatures are equal.
 
     Args:
-        work: the work folder; ``input/`` holds one JSONL shard per worker.
-        dcfg: the dedup config (n-grams, bands, rows per band, workers).
+        work: the work folder; ``input/`` holds the ``shards`` JSONL shards of ``exact_pass``.
+        dcfg: the dedup config (n-grams, bands, rows per band).
+        shards: the number of input shards: one signature task each.
     """
-    from datatrove.executor import LocalPipelineExecutor
     from datatrove.pipeline.dedup import MinhashDedupBuckets, MinhashDedupSignature
     from datatrove.pipeline.readers import JsonlReader
 
     mh = minhash_config(dcfg)
     logs = work / "logs"
-
-    def executor(name: str, pipeline: list, tasks: int, depends=None) -> LocalPipelineExecutor:
-        return LocalPipelineExecutor(
-            pipeline=pipeline,
-            tasks=tasks,
-            workers=min(dcfg.workers, tasks),
-            logging_dir=str(logs / name),
-            depends=depends,
-        )
-
-    signatures = executor(
-        "1_signatures",
+    # Two runs rather than depends=: each one's ranks are then checked on their own (a Ray rank
+    # that fails is only logged, and the buckets would read a missing signature file as empty).
+    signatures = make_executor(
         [
             JsonlReader(str(work / "input")),
             MinhashDedupSignature(output_folder=str(work / "signatures"), config=mh),
         ],
-        tasks=dcfg.workers,
+        tasks=shards,
+        logging_dir=logs / "1_signatures",
     )
-    buckets = executor(
-        "2_buckets",
+    run_ranks(signatures, logs / "1_signatures" / "completions", "dedup: MinHash signatures")
+    buckets = make_executor(
         [
             MinhashDedupBuckets(
                 input_folder=str(work / "signatures"),
@@ -241,66 +242,83 @@ def run_lsh(work: Path, dcfg: DedupConfig) -> None:
             )
         ],
         tasks=mh.num_buckets,  # one task per band: DataTrove requires a multiple of num_buckets
-        depends=signatures,
+        logging_dir=logs / "2_buckets",
     )
-    with quiet_datatrove():
-        buckets.run()  # runs the signatures first, through depends=
+    run_ranks(buckets, logs / "2_buckets" / "completions", "dedup: MinHash buckets")
 
 
-Doc = tuple[int, int]  # (shard, index in shard): how DataTrove names a document
+def position(shard: int, index: int, shards: int) -> int:
+    """A document's place in the MinHash input, from DataTrove's (shard, index in shard).
+
+    ``exact_pass`` deals the n-th document to shard ``n % shards``; numbering documents by
+    this position rather than by (shard, index) is what keeps every decision independent of
+    the number of shards.
+    """
+    return index * shards + shard
 
 
-def candidate_groups(buckets_dir: Path) -> list[tuple[Doc, ...]]:
+def candidate_groups(buckets_dir: Path, shards: int) -> list[tuple[int, ...]]:
     """The groups of documents that share a band signature, read from DataTrove's .dups files.
 
     DataTrove writes the members of a group as a chain of pairs (a, b), (b, c), ... in sorted
     order; a document has one signature per band, so a pair that starts where the previous
     one ended continues its group. A group repeated in several bands is returned once.
+
+    Args:
+        buckets_dir: DataTrove's bucket step output.
+        shards: the number of input shards, to turn (shard, index) into input positions.
+
+    Returns:
+        the groups as sorted tuples of input positions, sorted.
     """
     from datatrove.utils.binaryio import read_tuples_from_file
 
-    groups: set[tuple[Doc, ...]] = set()
+    groups: set[tuple[int, ...]] = set()
+
+    def add(chain: list[tuple[int, int]]) -> None:
+        groups.add(tuple(sorted(position(f, d, shards) for f, d in chain)))
+
     for dups in sorted(buckets_dir.glob("*.dups")):
-        group: list[Doc] = []
+        chain: list[tuple[int, int]] = []
         with dups.open("rb") as fh:
             for f1, d1, f2, d2 in read_tuples_from_file(fh, "4I", lines_to_buffer=1024):
-                if group and group[-1] == (f1, d1):
-                    group.append((f2, d2))
+                if chain and chain[-1] == (f1, d1):
+                    chain.append((f2, d2))
                 else:
-                    if group:
-                        groups.add(tuple(group))
-                    group = [(f1, d1), (f2, d2)]
-        if group:
-            groups.add(tuple(group))
+                    if chain:
+                        add(chain)
+                    chain = [(f1, d1), (f2, d2)]
+        if chain:
+            add(chain)
     return sorted(groups)
 
 
-def _read_shard(work: Path, rank: int, shards: int) -> Iterator:
-    """The documents of shard ``rank``, in the order DataTrove's signature step numbered them."""
+def read_in_order(work: Path, shards: int) -> Iterator[tuple[int, Any]]:
+    """The documents of ``work/input`` as (position, Document), in the order ``exact_pass``
+    wrote them: one from each shard in turn, the way they were dealt.
+
+    Each shard is read as DataTrove's signature step read it, so index i of shard s is the
+    document its .dups files call (s, i).
+
+    Args:
+        work: the work folder of ``exact_pass``.
+        shards: the number of input shards.
+    """
     from datatrove.pipeline.readers import JsonlReader
 
     with quiet_datatrove():
-        yield from JsonlReader(str(work / "input")).run(rank=rank, world_size=shards)
-
-
-def shingle_sets(work: Path, dcfg: DedupConfig, wanted: set[Doc]) -> tuple[dict, dict]:
-    """The n-gram sets (hashed as DataTrove hashes them) and ids of the ``wanted`` documents.
-
-    Returns:
-        ({doc: sorted unique uint64 array}, {doc: record id}).
-    """
-    from datatrove.pipeline.dedup import MinhashDedupSignature
-
-    sig = MinhashDedupSignature(output_folder=str(work / "verify"), config=minhash_config(dcfg))
-    shingles: dict[Doc, np.ndarray] = {}
-    ids: dict[Doc, str] = {}
-    ranks = {rank for rank, _ in wanted}
-    for rank in sorted(ranks):
-        for idx, doc in enumerate(_read_shard(work, rank, dcfg.workers)):
-            if (rank, idx) in wanted:
-                shingles[(rank, idx)] = np.unique(sig.get_shingles(doc.text).ravel())
-                ids[(rank, idx)] = doc.id
-    return shingles, ids
+        readers = [
+            JsonlReader(str(work / "input")).run(rank=rank, world_size=shards)
+            for rank in range(shards)
+        ]
+        pos = 0
+        while (doc := next(readers[pos % shards], None)) is not None:
+            yield pos, doc
+            pos += 1
+        # Dealt round-robin, the shards run out one after the other: a shard with documents
+        # left means the numbering above was wrong.
+        if any(next(reader, None) is not None for reader in readers):
+            raise RuntimeError(f"dedup: the {shards} input shards were not dealt round-robin")
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -310,49 +328,125 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union else 1.0
 
 
-def verify(
-    groups: list[tuple[Doc, ...]], shingles: dict[Doc, np.ndarray], threshold: float, shards: int
-) -> tuple[dict[Doc, tuple[Doc, float]], dict[str, int]]:
-    """Decides which candidates are duplicates: keep-first over verified pairs.
+class ShingleStore:
+    """The n-gram sets of kept candidate documents, in a scratch file rather than in memory.
 
-    Documents are taken in input order (the exact pass dealt record n to shard n % shards).
-    One is a duplicate when its Jaccard similarity with a document already kept that shares
-    one of its groups reaches ``threshold``; it then names the most similar such document.
+    Verification compares each candidate with the records kept before it, which may lie
+    anywhere earlier in the input; holding every kept candidate's set would grow with the data
+    (about 8 bytes per word of each record). Sets are appended to ``path`` and read back on
+    demand through a small cache of the most recently used, bounded in bytes, which catches
+    the common case of one kept record and its run of duplicates.
 
-    Returns:
-        ({dropped doc: (kept doc, jaccard)}, counts of candidate pairs checked and refused).
+    Args:
+        path: the scratch file.
+        cache_bytes: the most the cache holds.
     """
 
-    def order(doc: Doc) -> int:
-        return doc[1] * shards + doc[0]
+    def __init__(self, path: Path, cache_bytes: int = 64 << 20):
+        self._fh = path.open("w+b")
+        self._where: dict[int, tuple[int, int]] = {}  # position -> (offset, count)
+        self._end = 0
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cached = 0
+        self._limit = cache_bytes
 
-    groups_of: dict[Doc, list[int]] = {}
-    for gi, group in enumerate(groups):
-        for doc in group:
-            groups_of.setdefault(doc, []).append(gi)
-    kept_in: list[list[Doc]] = [[] for _ in groups]
-    dropped: dict[Doc, tuple[Doc, float]] = {}
-    checked = refused = 0
-    for doc in sorted(groups_of, key=order):
-        best: tuple[Doc, float] | None = None
-        seen: set[Doc] = set()
-        for gi in groups_of[doc]:
-            for other in kept_in[gi]:
+    def put(self, pos: int, shingles: np.ndarray) -> None:
+        """Stores the set of the document at ``pos`` (a sorted unique uint64 array)."""
+        self._fh.seek(self._end)
+        self._fh.write(shingles.tobytes())
+        self._where[pos] = (self._end, shingles.size)
+        self._end += shingles.nbytes
+        self._remember(pos, shingles)
+
+    def get(self, pos: int) -> np.ndarray:
+        """The set stored for ``pos``."""
+        hit = self._cache.get(pos)
+        if hit is not None:
+            self._cache.move_to_end(pos)
+            return hit
+        offset, count = self._where[pos]
+        self._fh.seek(offset)
+        shingles = np.frombuffer(self._fh.read(count * 8), dtype=np.uint64)
+        self._remember(pos, shingles)
+        return shingles
+
+    def _remember(self, pos: int, shingles: np.ndarray) -> None:
+        self._cache[pos] = shingles
+        self._cached += shingles.nbytes
+        while self._cached > self._limit and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached -= old.nbytes
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+class Verifier:
+    """Decides, document by document in input order, which candidates are duplicates:
+    keep-first over verified pairs.
+
+    A document is a duplicate when its Jaccard similarity with a document already kept that
+    shares one of its groups reaches ``threshold``; it then names the most similar such
+    document (the earliest, on a tie). Decisions need only the documents before, so they are
+    made while the shards are read once, in order.
+
+    Args:
+        groups: the candidate groups, as sorted tuples of input positions.
+        threshold: the Jaccard similarity at or above which a candidate is a duplicate.
+        store: where the n-gram sets of kept candidates are kept for later comparisons.
+    """
+
+    def __init__(self, groups: list[tuple[int, ...]], threshold: float, store: ShingleStore):
+        self.groups_of: dict[int, list[int]] = {}
+        for gi, group in enumerate(groups):
+            for pos in group:
+                self.groups_of.setdefault(pos, []).append(gi)
+        self.last_of = [group[-1] for group in groups]
+        self.kept_in: list[list[int]] = [[] for _ in groups]
+        self.kept_ids: dict[int, str] = {}  # kept candidates a later document may name
+        self.threshold = threshold
+        self.store = store
+        self.checked = self.refused = 0
+
+    def is_candidate(self, pos: int) -> bool:
+        """Whether the document at ``pos`` is in any candidate group."""
+        return pos in self.groups_of
+
+    def decide(self, pos: int, doc_id: str, shingles: np.ndarray) -> tuple[int, float] | None:
+        """(position of the kept document it duplicates, Jaccard), or None when it is kept;
+        ``kept_ids`` names the kept document.
+
+        Args:
+            pos: the document's input position; documents come in increasing order.
+            doc_id: its record id.
+            shingles: its n-gram set (a sorted unique uint64 array).
+        """
+        best: tuple[int, float] | None = None
+        seen: set[int] = set()
+        for gi in self.groups_of[pos]:
+            for other in self.kept_in[gi]:
                 if other in seen:
                     continue
                 seen.add(other)
-                sim = jaccard(shingles[doc], shingles[other])
-                checked += 1
-                if sim < threshold:
-                    refused += 1
-                elif best is None or sim > best[1]:
+                sim = jaccard(shingles, self.store.get(other))
+                self.checked += 1
+                if sim < self.threshold:
+                    self.refused += 1
+                elif best is None or sim > best[1] or (sim == best[1] and other < best[0]):
                     best = (other, sim)
         if best is not None:
-            dropped[doc] = best
-        else:
-            for gi in groups_of[doc]:
-                kept_in[gi].append(doc)
-    return dropped, {"candidate_pairs": checked, "candidate_pairs_refused": refused}
+            return best
+        later = False
+        for gi in self.groups_of[pos]:
+            self.kept_in[gi].append(pos)
+            later = later or self.last_of[gi] > pos
+        if later:  # only a document still to come can be compared with this one
+            self.store.put(pos, shingles)
+            self.kept_ids[pos] = doc_id
+        return None
+
+    def counts(self) -> dict[str, int]:
+        return {"candidate_pairs": self.checked, "candidate_pairs_refused": self.refused}
 
 
 # ----------------------------------------------------------------------------------- stage
@@ -401,16 +495,18 @@ def summary(report: dict[str, Any]) -> str:
 
 
 def exact_pass(
-    records, dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list
+    records, dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list, shards: int
 ) -> tuple[int, int]:
     """Rejects exact duplicates; hands the rest to MinHash (as DataTrove shards) or keeps them.
 
     Args:
         records: the input records, streamed.
-        dcfg: the dedup config (``exact``, ``minhash``, ``on``, ``workers``).
+        dcfg: the dedup config (``exact``, ``minhash``, ``on``).
         out: the writer; exact duplicates are rejected here, records MinHash will not see kept.
-        work: the work folder; ``input/`` receives one JSONL shard per DataTrove task.
+        work: the work folder; ``input/`` receives the shards, one per DataTrove task.
         examples: collects a few (reason, record, kept id, jaccard) for the summary.
+        shards: how many shards; the n-th MinHash document goes to shard ``n % shards``
+            (``position`` and ``read_in_order`` rely on it).
 
     Returns:
         (records read, records written for MinHash).
@@ -419,7 +515,7 @@ def exact_pass(
 
     seen: dict[bytes, str] = {}  # digest of the normalised key -> id of the record kept
     n_in = n_minhash = 0
-    with JsonlWriter(str(work / "input")) as shards:
+    with JsonlWriter(str(work / "input")) as writer:
         for record in track(records, "dedup: exact pass"):
             n_in += 1
             if dcfg.exact:
@@ -433,14 +529,16 @@ def exact_pass(
             # DataTrove's reader skips empty documents: they cannot be near-duplicates anyway,
             # so they are kept here rather than lost there.
             if dcfg.minhash and key_text(record, dcfg.on).strip():
-                shards.write(to_document(record, dcfg.on), rank=n_minhash % dcfg.workers)
+                writer.write(to_document(record, dcfg.on), rank=n_minhash % shards)
                 n_minhash += 1
             else:
                 out.write(record)
     return n_in, n_minhash
 
 
-def near_pass(dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list) -> dict[str, Any]:
+def near_pass(
+    dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list, shards: int
+) -> dict[str, Any]:
     """Runs MinHash LSH over the shards in ``work/input``, verifies the candidates, and keeps
     the first record of each cluster.
 
@@ -449,37 +547,47 @@ def near_pass(dcfg: DedupConfig, out: ArtifactWriter, work: Path, examples: list
         out: the writer; survivors are kept, the others rejected as ``near_duplicate``.
         work: the work folder of ``exact_pass``.
         examples: collects a few (reason, record, kept id, jaccard) for the summary.
+        shards: the number of shards ``exact_pass`` wrote.
 
     Returns:
         report fields: clusters, cluster sizes, candidate pairs checked and refused.
     """
-    run_lsh(work, dcfg)
-    groups = candidate_groups(work / "buckets")
-    wanted = {doc for group in groups for doc in group}
-    shingles, ids = shingle_sets(work, dcfg, wanted)
-    dropped, counts = verify(groups, shingles, dcfg.threshold, dcfg.workers)
-    del shingles
+    from datatrove.pipeline.dedup import MinhashDedupSignature
+
+    run_lsh(work, dcfg, shards)
+    groups = candidate_groups(work / "buckets", shards)
+    # The same shingles DataTrove hashed, so a verified pair is the pair LSH proposed.
+    sig = MinhashDedupSignature(output_folder=str(work / "verify"), config=minhash_config(dcfg))
+    store = ShingleStore(work / "shingles.bin")
+    verifier = Verifier(groups, dcfg.threshold, store)
+    del groups  # the verifier holds them by document
+    per_keeper: Counter[int] = Counter()  # kept position -> records dropped for it
     n_examples = len(examples)
-    for rank in range(dcfg.workers):
-        for idx, doc in enumerate(_read_shard(work, rank, dcfg.workers)):
+    try:
+        for pos, doc in read_in_order(work, shards):
             record = Record.model_validate(doc.metadata["record"])
-            hit = dropped.get((rank, idx))
+            hit = None
+            if verifier.is_candidate(pos):
+                shingles = np.unique(sig.get_shingles(doc.text).ravel())
+                hit = verifier.decide(pos, doc.id, shingles)
             if hit is None:
                 out.write(record)
                 continue
-            kept_doc, sim = hit
-            kept_id = ids[kept_doc]
+            kept_pos, sim = hit
+            kept_id = verifier.kept_ids[kept_pos]
+            per_keeper[kept_pos] += 1
             sim = round(sim, 4)
             out.reject(record, "near_duplicate", duplicate_of=kept_id, jaccard=sim)
             if len(examples) < n_examples + 3:
                 examples.append(("near_duplicate", record, kept_id, sim))
+    finally:
+        store.close()
     _keep_stats(work / "logs", out)
-    per_keeper = Counter(kept for kept, _ in dropped.values())
     sizes = Counter(n + 1 for n in per_keeper.values())
     return {
         "minhash_clusters": len(per_keeper),
         "cluster_sizes": {str(size): sizes[size] for size in sorted(sizes)},
-        **counts,
+        **verifier.counts(),
     }
 
 
@@ -496,11 +604,13 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     work = new_scratch_dir("dedup")  # removed below; by a later run's sweep if killed
     examples: list[tuple[str, Record, str, float]] = []
     near_report: dict[str, Any] = {"minhash_clusters": 0, "cluster_sizes": {}}
+    # As many shards as workers, so every worker has a share of the signatures to compute.
+    shards = executors.workers()
     try:
-        n_in, n_minhash = exact_pass(inputs[0].records(), dcfg, out, work, examples)
+        n_in, n_minhash = exact_pass(inputs[0].records(), dcfg, out, work, examples, shards)
         exact = out.counts["rejected"]
         if n_minhash:
-            near_report = near_pass(dcfg, out, work, examples)
+            near_report = near_pass(dcfg, out, work, examples, shards)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     near = out.counts["rejected"] - exact

@@ -8,7 +8,10 @@ template (``splits/train.jsonl.gz``, ``splits/eval.jsonl.gz``); the split is a s
 the record id, so the same record lands on the same side on every run and adding data never
 moves old records across. Long examples are counted, not cut: the trainer truncates at its own
 ``max_length``. The kept records also go out in the common schema (with ``meta.split``) and as
-Alpaca / ShareGPT / preference files for users of other tools.
+Alpaca / ShareGPT / preference files for users of other tools. The split needs every kept id
+before a row can be placed, so the rendered rows wait in a scratch file (not in memory) and
+everything is written as it is read back: memory does not grow with the data beyond the ids
+and token counts.
 
 Rows of the split files are ``tuneline.splits.SplitRow`` (train, evaluate and export read
 them through ``tuneline.splits.read_split``)::
@@ -23,10 +26,15 @@ bug in ``render`` and fails the stage.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
+from array import array
 from collections import Counter
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import numpy as np
 from jinja2 import TemplateError
@@ -37,7 +45,8 @@ from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
 from tuneline.models import CHATML_TEMPLATE, load_tokenizer, train_tokenizer
 from tuneline.progress import track
-from tuneline.records import Record, dump_jsonl_gz
+from tuneline.records import Record, load_jsonl_gz
+from tuneline.scratch import scratch_dir
 from tuneline.sections import Section
 from tuneline.splits import SPLITS, SplitRow
 from tuneline.stage import Stage
@@ -191,40 +200,92 @@ def assign_splits(ids: list[str], seed: int, eval_fraction: float) -> dict[str, 
 # -------------------------------------------------------------------------------- exports
 
 
-def write_exports(kept: list[Record], out: ArtifactWriter) -> dict[str, int]:
-    """Writes ``exports/`` (alpaca.json, sharegpt.json, preference.jsonl); returns their counts.
+class JsonListWriter:
+    """Writes a JSON list one item at a time, byte for byte what
+    ``json.dumps(items, ensure_ascii=False, indent=1)`` gives for the whole list.
+
+    Lets the exports grow with the data on disk instead of in memory. Indenting an item's own
+    ``indent=1`` dump by one more space is exact because JSON escapes newlines inside strings:
+    every raw newline in the dump is a structural one.
+
+    Args:
+        fh: a text file open for writing, positioned at the start.
+    """
+
+    def __init__(self, fh: IO[str]):
+        self.fh = fh
+        self.count = 0
+        fh.write("[")
+
+    def add(self, item: Any) -> None:
+        body = json.dumps(item, ensure_ascii=False, indent=1).replace("\n", "\n ")
+        self.fh.write(("\n " if self.count == 0 else ",\n ") + body)
+        self.count += 1
+
+    def close(self) -> None:
+        self.fh.write("\n]" if self.count else "]")
+
+
+class ExportWriter:
+    """Writes ``exports/`` (alpaca.json, sharegpt.json, preference.jsonl) record by record.
 
     Each row is its shape's ``dump`` (``tuneline.shapes``), the inverse of what ingest parses.
+    Use as a context manager around the ``add`` calls; ``counts`` is for the report.
+
+    Args:
+        out: the artifact the files go into.
     """
-    alpaca, not_alpaca = [], 0
-    sharegpt, preference = [], []
-    for r in kept:
-        if r.kind == "chat":
-            row = shapes.alpaca.dump(r)
+
+    def __init__(self, out: ArtifactWriter):
+        self.out = out
+        self.not_alpaca = 0
+        self.n_preference = 0
+        self._files = ExitStack()
+
+    def __enter__(self) -> ExportWriter:
+        def text_file(name: str) -> IO[str]:
+            return self._files.enter_context(open(self.out.file(name), "w", encoding="utf-8"))
+
+        self.alpaca = JsonListWriter(text_file("exports/alpaca.json"))
+        self.sharegpt = JsonListWriter(text_file("exports/sharegpt.json"))
+        self.preference = text_file("exports/preference.jsonl")
+        return self
+
+    def add(self, record: Record) -> None:
+        if record.kind == "chat":
+            row = shapes.alpaca.dump(record)
             if row is None:
-                not_alpaca += 1
+                self.not_alpaca += 1
             else:
-                alpaca.append(row)
-            sharegpt.append(shapes.sharegpt.dump(r))
-        elif r.kind == "preference":
-            preference.append(shapes.preference.dump(r))
-    out.file("exports/alpaca.json").write_text(json.dumps(alpaca, ensure_ascii=False, indent=1))
-    out.file("exports/sharegpt.json").write_text(json.dumps(sharegpt, ensure_ascii=False, indent=1))
-    with open(out.file("exports/preference.jsonl"), "w", encoding="utf-8") as fh:
-        for row in preference:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {
-        "alpaca": len(alpaca),
-        "alpaca_not_expressible": not_alpaca,  # multi-turn or tool chats
-        "sharegpt": len(sharegpt),
-        "preference": len(preference),
-    }
+                self.alpaca.add(row)
+            self.sharegpt.add(shapes.sharegpt.dump(record))
+        elif record.kind == "preference":
+            self.preference.write(
+                json.dumps(shapes.preference.dump(record), ensure_ascii=False) + "\n"
+            )
+            self.n_preference += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:  # a half-written list is discarded with the artifact anyway
+                self.alpaca.close()
+                self.sharegpt.close()
+        finally:
+            self._files.close()
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "alpaca": self.alpaca.count,
+            "alpaca_not_expressible": self.not_alpaca,  # multi-turn or tool chats
+            "sharegpt": self.sharegpt.count,
+            "preference": self.n_preference,
+        }
 
 
 # --------------------------------------------------------------------------------- report
 
 
-def length_stats(lengths: list[int]) -> dict[str, float]:
+def length_stats(lengths: Sequence[int]) -> dict[str, float]:
     if not lengths:
         return {"min": 0, "mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0}
     a = np.asarray(lengths)
@@ -237,22 +298,42 @@ def length_stats(lengths: list[int]) -> dict[str, float]:
     }
 
 
-def split_report(rows: dict[str, list[SplitRow]], cfg) -> dict[str, Any]:
-    """Counts per split and kind, token-length stats and truncation, from the split rows."""
-    n_rows = sum(len(rows[s]) for s in SPLITS)
-    n_truncated = sum(r.truncated for s in SPLITS for r in rows[s])
+class SplitStats:
+    """What the report needs of one split, gathered as its rows go by (not the rows)."""
+
+    def __init__(self) -> None:
+        # 8 bytes a row: the percentiles need every length, but not the rows they came from.
+        self.n_tokens = array("q")
+        self.kinds: Counter[str] = Counter()
+        self.truncated = 0
+
+    def add(self, kind: str, n_tokens: int, truncated: bool) -> None:
+        self.n_tokens.append(n_tokens)
+        self.kinds[kind] += 1
+        self.truncated += truncated
+
+
+def split_report(stats: dict[str, SplitStats], cfg) -> dict[str, Any]:
+    """Counts per split and kind, token-length stats and truncation.
+
+    Args:
+        stats: the ``SplitStats`` of each split in ``SPLITS``.
+        cfg: ``format.max_length`` is reported with the truncation counts.
+    """
+    n_rows = sum(len(stats[s].n_tokens) for s in SPLITS)
+    n_truncated = sum(stats[s].truncated for s in SPLITS)
     splits = {}
     for s in SPLITS:
-        kinds = Counter(r.kind for r in rows[s])
+        kinds = stats[s].kinds
         splits[s] = {
-            "records": len(rows[s]),
+            "records": len(stats[s].n_tokens),
             "by_kind": {k: kinds[k] for k in ("chat", "preference", "text") if kinds[k]},
-            "truncated": sum(r.truncated for r in rows[s]),
+            "truncated": stats[s].truncated,
         }
     return {
         "max_length": cfg.format.max_length,
         "splits": splits,
-        "tokens": {s: length_stats([r.n_tokens for r in rows[s]]) for s in SPLITS},
+        "tokens": {s: length_stats(stats[s].n_tokens) for s in SPLITS},
         "truncated": {"count": n_truncated, "share": round(n_truncated / max(n_rows, 1), 4)},
     }
 
@@ -298,8 +379,98 @@ def summary(report: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
+class JsonlGzWriter:
+    """An open split file that takes one row at a time: the bytes ``dump_jsonl_gz`` writes
+    for the same rows (same gzip header, mtime 0, one write per line), so a split written
+    while rows stream by is the file the whole list would have given.
+
+    Args:
+        path: the file to create.
+        compresslevel: gzip level (9, ``dump_jsonl_gz``'s, for files in the artifact).
+    """
+
+    def __init__(self, path: Path, compresslevel: int = 9):
+        self._fh = open(path, "wb")
+        try:
+            self._gz = gzip.GzipFile(
+                fileobj=self._fh, mode="wb", mtime=0, compresslevel=compresslevel
+            )
+        except BaseException:
+            self._fh.close()
+            raise
+
+    def write(self, row: Any) -> None:
+        self._gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def close(self) -> None:
+        try:
+            self._gz.close()
+        finally:
+            self._fh.close()
+
+    def __enter__(self) -> JsonlGzWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()
+
+
+def render_all(
+    inputs: list[Artifact], tok, fmt: FormatConfig, out: ArtifactWriter, spill: Path
+) -> list[str]:
+    """Pass 1: renders every record, rejects the unrenderable, and spills the kept ones.
+
+    Each line of ``spill`` is ``[record, row]`` (both as JSON) for one kept record, in input
+    order. The rows go to disk, not memory, because the split needs every kept id before the
+    first row can be placed.
+
+    Args:
+        inputs: ``[augment artifact]``.
+        tok: the tokenizer with its chat template set.
+        fmt: the ``format`` section (``max_length``).
+        out: receives the rejected records.
+        spill: the file to create.
+
+    Returns:
+        The kept ids, in order.
+    """
+    ids: list[str] = []
+    # Level 1: the file is read back once and deleted; speed matters more than its size.
+    with JsonlGzWriter(spill, compresslevel=1) as fh:
+        for record in track(inputs[0].records(), "format: rendering"):
+            try:
+                fields = render(record, tok)
+            except RenderError as e:
+                out.reject(record, e.reason, error=str(e))
+                continue
+            n_tokens = count_tokens(tok, fields["text"])
+            # Not caught: a rendered row that does not fit the schema train and evaluate read is
+            # a bug here, not a bad record to reject.
+            row = SplitRow.model_validate(
+                {**fields, "n_tokens": n_tokens, "truncated": n_tokens > fmt.max_length}
+            )
+            fh.write([record.model_dump(mode="json", exclude_none=True), row.to_json()])
+            ids.append(record.id)
+    return ids
+
+
+def read_spill(spill: Path) -> Iterator[tuple[Record, dict[str, Any]]]:
+    """The ``(record, row)`` pairs ``render_all`` spilled, in the same order.
+
+    The row stays the dict it was written as: it was validated before it was spilled, and
+    writing that dict back gives the split file the exact bytes ``SplitRow.to_json`` would.
+    """
+    with open(spill, "rb") as fh:
+        for record, row in load_jsonl_gz(fh):
+            yield Record.model_validate(record), row
+
+
 def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Fixes the tokenizer, renders and splits the records, writes splits, records and exports.
+
+    Memory does not grow with the data beyond the ids and token counts: the rendered rows wait
+    for the split in a scratch file, and the splits, records and exports are written as that
+    file is read back.
 
     Args:
         inputs: ``[augment artifact]``.
@@ -311,46 +482,46 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     tok, tok_info = build_tokenizer(inputs, cfg)
     tok.save_pretrained(str(out.file("tokenizer/tokenizer_config.json").parent))
 
-    # Rendered rows stay in memory: the split needs every kept id before any row is written.
-    kept: list[tuple[Record, SplitRow]] = []
-    for record in track(inputs[0].records(), "format: rendering"):
-        try:
-            fields = render(record, tok)
-        except RenderError as e:
-            out.reject(record, e.reason, error=str(e))
-            continue
-        n_tokens = count_tokens(tok, fields["text"])
-        # Not caught: a rendered row that does not fit the schema train and evaluate read is
-        # a bug here, not a bad record to reject.
-        row = SplitRow.model_validate(
-            {**fields, "n_tokens": n_tokens, "truncated": n_tokens > fmt.max_length}
-        )
-        kept.append((record, row))
-    if not kept:
-        why = dict(out.reasons) or "the input is empty"
-        raise InputError(
-            f"format: none of the input records could be rendered ({why}); check the rejected/ "
-            f"files of {inputs[0].ref.stage}/{inputs[0].ref.short} and of the stages before it"
-        )
+    with scratch_dir("format") as scratch:
+        spill = scratch / "rendered.jsonl.gz"
+        ids = render_all(inputs, tok, fmt, out, spill)
+        if not ids:
+            why = dict(out.reasons) or "the input is empty"
+            raise InputError(
+                f"format: none of the input records could be rendered ({why}); check the rejected/ "
+                f"files of {inputs[0].ref.stage}/{inputs[0].ref.short} and of the stages before it"
+            )
+        n_kept = len(ids)
+        split_of = assign_splits(ids, fmt.split_seed, fmt.eval_fraction)
+        del ids  # split_of holds them too; no need to keep two copies through the second pass
 
-    split_of = assign_splits([r.id for r, _ in kept], fmt.split_seed, fmt.eval_fraction)
-    rows: dict[str, list[SplitRow]] = {s: [] for s in SPLITS}
-    records: list[Record] = []
-    for record, row in kept:
-        split = split_of[record.id]
-        rows[split].append(row)
-        record = record.model_copy(update={"meta": {**record.meta, "split": split}})
-        records.append(record)
-        out.write(record)
-    for s in SPLITS:
-        with open(out.file(f"splits/{s}.jsonl.gz"), "wb") as fh:
-            dump_jsonl_gz((r.to_json() for r in rows[s]), fh)
+        stats = {s: SplitStats() for s in SPLITS}
+        # The report shows the first chat row of train, else of eval, else the first row.
+        first_chat: dict[str, dict[str, Any]] = {}
+        first_row: dict[str, Any] | None = None
+        with ExitStack() as files:
+            split_files = {
+                s: files.enter_context(JsonlGzWriter(out.file(f"splits/{s}.jsonl.gz")))
+                for s in SPLITS
+            }
+            exports = files.enter_context(ExportWriter(out))
+            for record, row in track(read_spill(spill), "format: writing splits", n_kept):
+                split = split_of[record.id]
+                split_files[split].write(row)
+                stats[split].add(row["kind"], row["n_tokens"], row["truncated"])
+                shown = {"kind": row["kind"], "n_tokens": row["n_tokens"], "text": row["text"]}
+                if first_row is None:
+                    first_row = shown
+                if row["kind"] == "chat" and split not in first_chat:
+                    first_chat[split] = shown
+                record = record.model_copy(update={"meta": {**record.meta, "split": split}})
+                out.write(record)
+                exports.add(record)
 
-    report = split_report(rows, cfg)
+    report = split_report(stats, cfg)
     report["tokenizer"] = tok_info
-    report["exports"] = write_exports(records, out)
-    example = next((r for s in SPLITS for r in rows[s] if r.kind == "chat"), kept[0][1])
-    report["example"] = {"kind": example.kind, "n_tokens": example.n_tokens, "text": example.text}
+    report["exports"] = exports.counts()
+    report["example"] = next((first_chat[s] for s in SPLITS if s in first_chat), first_row)
     out.report.update(report)
 
 

@@ -53,6 +53,8 @@ downloaded again. Cached copies of replaced generations follow the same grace ru
 from __future__ import annotations
 
 import calendar
+import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -74,7 +76,7 @@ from pydantic import BaseModel, Field
 from tuneline.errors import TunelineError
 from tuneline.locks import FileKeyLock, KeyLock, LeaseKeyLock, hostname, pid_alive
 from tuneline.provenance import environment
-from tuneline.records import Record, dump_jsonl_gz, load_jsonl_gz
+from tuneline.records import Record, load_jsonl_gz
 
 SHARD_SIZE = 50_000  # records per shard: keeps one shard small enough to stream and resume
 SHARD_DIRS = ("data", "rejected")
@@ -838,6 +840,20 @@ class Artifact:
             with self.open_verified(name) as fh:
                 yield from load_jsonl_gz(fh)  # type: ignore[arg-type]
 
+    def shard_paths(self, sub: str = "data") -> list[Path]:
+        """Local paths of the record shards of ``sub``, each checked against its sha256 first:
+        for work that other processes read (DataTrove ranks), where ``records()`` cannot go.
+
+        Raises:
+            CorruptArtifact: a shard is missing or changed.
+        """
+        return [self.verified_path(name) for name in self._shards(sub)]
+
+    @property
+    def count(self) -> int:
+        """How many kept records the artifact holds (from its manifest)."""
+        return int(self.manifest.get("counts", {}).get("data", 0))
+
     def records(self, sub: str = "data") -> Iterator[Record]:
         """The kept records, each shard's sha256 checked as it is read (a mismatch raises
         ``CorruptArtifact`` at the end of that shard, before the iteration ends)."""
@@ -875,7 +891,9 @@ class ArtifactWriter:
         store.sweep_staging()
         self.path = make_staging_dir(parent, key[:12])
         self.report: dict[str, Any] = {}
-        self._buffers: dict[str, list[dict[str, Any]]] = {"data": [], "rejected": []}
+        # One open gzip shard per sub-folder, written row by row: memory stays flat however many
+        # records a stage writes (a buffered shard of 50k rows was ~250 MB of dicts).
+        self._open: dict[str, tuple[Any, Any, int]] = {}  # sub -> (file, gzip stream, rows)
         self._shards: dict[str, int] = {"data": 0, "rejected": 0}
         self.counts: dict[str, int] = {"data": 0, "rejected": 0}
         self.reasons: dict[str, int] = {}
@@ -898,21 +916,28 @@ class ArtifactWriter:
         self._add("rejected", {"reason": reason, **detail, "record": row})
 
     def _add(self, sub: str, row: dict[str, Any]) -> None:
-        self._buffers[sub].append(row)
+        if sub not in self._open:
+            d = self.path / sub
+            d.mkdir(exist_ok=True)
+            fh = open(d / f"{self._shards[sub]:05d}.jsonl.gz", "wb")
+            # mtime=0 as in dump_jsonl_gz: shards are byte-identical across runs of the same data.
+            self._open[sub] = (fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0), 0)
+        fh, gz, n = self._open[sub]
+        gz.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        self._open[sub] = (fh, gz, n + 1)
         self.counts[sub] += 1
-        if len(self._buffers[sub]) >= SHARD_SIZE:
+        if n + 1 >= SHARD_SIZE:
             self._flush(sub)
 
     def _flush(self, sub: str) -> None:
-        rows = self._buffers[sub]
-        if not rows:
+        """Closes the open shard of ``sub``; the next row starts a new one."""
+        entry = self._open.pop(sub, None)
+        if entry is None:
             return
-        d = self.path / sub
-        d.mkdir(exist_ok=True)
-        with open(d / f"{self._shards[sub]:05d}.jsonl.gz", "wb") as fh:
-            dump_jsonl_gz(rows, fh)
+        fh, gz, _ = entry
+        gz.close()
+        fh.close()
         self._shards[sub] += 1
-        self._buffers[sub] = []
 
     # -- files --
 
@@ -982,6 +1007,9 @@ class ArtifactWriter:
             self.fence()
 
     def discard(self) -> None:
+        for sub in list(self._open):
+            with contextlib.suppress(OSError):
+                self._flush(sub)
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __enter__(self) -> ArtifactWriter:

@@ -7,6 +7,8 @@ on every field, cross-field rules as named ``check_*`` validators.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -27,6 +29,27 @@ class RunConfig(Section):
     retries: int = Field(default=1, ge=0, le=10, description="Retries of a failing stage task.")
     retry_delay_seconds: float = Field(
         default=5.0, ge=0, description="Delay before the first retry; doubles with each retry."
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where the data stages' parallel work runs: `local` processes (DataTrove's "
+        "LocalPipelineExecutor) or a Ray cluster (`ray`, DataTrove's RayPipelineExecutor; "
+        "`pip install ray`). Not part of any artifact key: the output is the same either way.",
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Parallel workers of the data stages (pii, dedup); empty: one per CPU core. "
+        "Not part of any artifact key.",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Ray cluster to join with run.executor=ray (`auto`, or `ray://host:10001`); "
+        "empty starts a local Ray instance. Ranks exchange part files through the scratch folder "
+        "under $TMPDIR, so a multi-node cluster needs $TMPDIR on a shared filesystem.",
+    )
+    ray_memory_per_task_gb: float = Field(
+        default=2.0, gt=0, description="Memory Ray reserves per task (a pii worker peaks near 0.6 GB)."
     )
 
 

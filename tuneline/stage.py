@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from tuneline import executors
 from tuneline.artifacts import (
     MANIFEST,
     Artifact,
@@ -194,7 +195,8 @@ def execute(
         hooks.logger.info("%s: running (artifact %s)", stage.name, key[:12])
         sliced = stage.slice(cfg)
         with store.writer(stage.name, key, inputs, key_config(sliced), fence=lock.check) as out:
-            stage.run(opened, sliced, out)
+            with executors.using(cfg.run):  # how to spread the work; not part of the key
+                stage.run(opened, sliced, out)
             ref = out.commit()
             report = out.report
     hooks.publish(stage, report, ref, False)

@@ -20,7 +20,8 @@ Where things are:
   ``warc``), and the folder walk;
 - ``tuneline.shapes``: the row shapes (parse here, dump in format's exports);
 - ``filters/``: one module per rejection reason, and the chain that orders them;
-- ``sources``: one source end to end (read -> parse -> filter -> write).
+- ``sources``: one source end to end (read -> parse -> filter -> write);
+- ``ranks``: the same over ``run.workers`` ranks on a DataTrove executor, for large inputs.
 
 Heavy libraries (trafilatura, datatrove, fastText, ftfy) are imported where they are used, so
 importing the stage (the registry does, to build the config) stays cheap.
@@ -30,8 +31,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.ingest import ranks
 from tasks.ingest.config import IngestConfig, SourceConfig
 from tasks.ingest.filters import FilterChain
+from tasks.ingest.ranks import Findings, ingest_parallel
 from tasks.ingest.sources import ingest_source, source_path
 from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
 from tuneline.errors import InputError
@@ -123,8 +126,13 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """
     icfg = cfg.ingest
     source_keys(cfg)  # fail fast, naming the config field, before reading anything
-    filters = FilterChain.from_config(icfg)
-    sources = [ingest_source(i, icfg, filters, out) for i in range(len(icfg.sources))]
+    world = _ranks(icfg)
+    if world == 1:
+        filters = FilterChain.from_config(icfg)
+        sources = [ingest_source(i, icfg, filters, out) for i in range(len(icfg.sources))]
+        found = Findings.of(filters)
+    else:
+        sources, found = ingest_parallel(icfg, out, world)
     read = sum(s["read"] for s in sources)
     kept = sum(s["kept"] for s in sources)
     # The invariant the rejected shards exist for: every row read is either kept or rejected.
@@ -136,10 +144,22 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         records_read=read,
         records_kept=kept,
         sources=sources,
-        languages=dict(filters.languages_seen.most_common()),
-        language_unknown_kept=filters.language_unknown_kept,
-        examples=filters.examples,  # the first rejected record of each filter's reason
+        languages=dict(found.languages.most_common()),
+        language_unknown_kept=found.unknown_kept,
+        examples=found.examples,  # the first rejected record of each filter's reason
+        ranks=world,
     )
+
+
+def _ranks(icfg: IngestConfig) -> int:
+    """How many ranks share the rows: ``run.workers`` from MIN_PARALLEL_BYTES of input up."""
+    from tuneline import executors
+
+    size = 0
+    for i in range(len(icfg.sources)):
+        path = source_path(icfg, i)
+        size += sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    return 1 if size < ranks.MIN_PARALLEL_BYTES else executors.workers()
 
 
 STAGE = Stage(

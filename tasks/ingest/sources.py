@@ -17,6 +17,29 @@ from tuneline.records import Record, record_id
 from tuneline.shapes import parse_row
 
 
+class RankShare:
+    """Which rows one rank of a parallel ingest takes: batches of ``size`` rows, numbered
+    across all sources, go round the ``world`` ranks in turn (every rank reads every row, which
+    is cheap; parsing and filtering, the cost, happen once).
+
+    Args:
+        rank: this rank.
+        world: how many ranks.
+        size: rows per batch.
+    """
+
+    def __init__(self, rank: int, world: int, size: int):
+        self.rank, self.world, self.size = rank, world, size
+        self.seen = 0
+        self.batch = -1
+
+    def takes_next(self) -> bool:
+        """Counts the next row; True when it is this rank's (``batch`` then names its batch)."""
+        n, self.seen = self.seen, self.seen + 1
+        self.batch = n // self.size
+        return self.batch % self.world == self.rank
+
+
 def source_path(cfg: IngestConfig, i: int) -> Path:
     """The i-th source's path.
 
@@ -81,7 +104,7 @@ def _record(row: Row, src, content_key: str, folder: bool) -> Record:
 
 
 def ingest_source(
-    i: int, cfg: IngestConfig, filters: FilterChain, out: ArtifactWriter
+    i: int, cfg: IngestConfig, filters: FilterChain, out: ArtifactWriter, share: RankShare | None = None
 ) -> dict[str, Any]:
     """Reads, normalises and filters one source into ``out``; returns its line of the report.
 
@@ -96,7 +119,8 @@ def ingest_source(
         i: position of the source in ``cfg.sources`` (named in errors).
         cfg: the ingest section.
         filters: the run's filter chain (it also counts the languages seen).
-        out: the artifact being written.
+        out: the artifact being written (or a rank's part, ``tasks/ingest/ranks.py``).
+        share: which rows this rank takes (all when None).
 
     Raises:
         InputError: ``cfg.fail_on_unreadable`` is set and a file of the source cannot be read.
@@ -109,7 +133,10 @@ def ingest_source(
     log = ReadLog()
     unreadable: list[dict[str, str]] = []
     rows = read_source(path, src.format, cfg.max_row_bytes, log)
-    for row in track(rows, f"ingest {src.path}"):
+    label = f"ingest {src.path}" if share is None else f"ingest {src.path} (rank {share.rank + 1}/{share.world})"
+    for row in track(rows, label):
+        if share is not None and not share.takes_next():
+            continue
         stats["read"] += 1
         if row.error == "unreadable_file":
             name = f"{src.path}/{row.file}" if folder else src.path

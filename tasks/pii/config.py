@@ -1,4 +1,4 @@
-"""The ``pii`` config section: which entities, per-entity thresholds and operators, workers.
+"""The ``pii`` config section: which entities, per-entity thresholds and operators.
 
 Every default below was chosen with ``bench/pii_bench.py`` (planted PII in public text from
 ../shared/data, plus a PII-free set for damage); the figures are in the field descriptions.
@@ -6,9 +6,10 @@ Every default below was chosen with ``bench/pii_bench.py`` (planted PII in publi
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tuneline.sections import Section
 
@@ -54,6 +55,20 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
 
 
 class PIIConfig(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def moved_workers(cls, data: Any) -> Any:
+        """``pii.workers`` became ``run.workers`` (it never changed the output, so it left the key)."""
+        if isinstance(data, dict) and "workers" in data:
+            data = {k: v for k, v in data.items() if k != "workers"}
+            warnings.warn(
+                "pii.workers is ignored: the data stages' workers are set by run.workers "
+                "(and run.executor); remove it from the config",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        return data
+
     enabled: bool = Field(default=True, description="Scrub PII; off passes records through.")
     entities: list[PIIEntity] = Field(
         default_factory=lambda: list(DEFAULT_ENTITIES),
@@ -114,18 +129,6 @@ class PIIConfig(Section):
         description=(
             "Fail the stage when the independent second pass (validated emails, Luhn cards, "
             "IBAN mod-97, SSN rules, IPv4/v6) finds more than this many values left after scrubbing."
-        ),
-    )
-    workers: int = Field(
-        default=2,
-        ge=1,
-        le=64,
-        description=(
-            "Processes scrubbing record batches in parallel (each loads its own spaCy + "
-            "Presidio, ~5 s). 2, measured with bench/pii_bench.py --n 300 on 2 cores: on 2400 "
-            "records 2 workers did 120 records/s against 81 in one process, start-up included; "
-            "on 600 records their start-up made them slower (63 vs 78), so runs under 2000 "
-            "records stay in-process."
         ),
     )
     spacy_model: str = Field(

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import Field
 
+from tuneline import executors
 from tuneline.artifacts import Artifact, ArtifactStore
 from tuneline.records import Record
 from tuneline.sections import RunConfig, Section
@@ -34,7 +35,8 @@ def run_plain(mod: ModuleType | Stage, cfg: Any, inputs: list[Artifact], key: st
     store = ArtifactStore(cfg.run.artifact_root)
     sliced = stage.slice(cfg)
     with store.writer(stage.name, key, [a.ref for a in inputs], key_config(sliced)) as out:
-        stage.run(inputs, sliced, out)
+        with executors.using(cfg.run):  # as tuneline.stage.execute does
+            stage.run(inputs, sliced, out)
         ref = out.commit()
     return store.open(ref)
 

@@ -39,9 +39,20 @@ def edited(text: str, positions: tuple[int, ...] = (40, 150, 260)) -> str:
     return " ".join(words)
 
 
-def run_dedup(root, records: list[Record], **dedup_cfg) -> Artifact:
-    """Runs the plain stage function on ``records`` and returns the committed artifact."""
-    cfg = PipelineConfig.model_validate({"run": {"artifact_root": str(root)}, "dedup": dedup_cfg})
+def run_dedup(root, records: list[Record], workers: int = 1, **dedup_cfg) -> Artifact:
+    """Runs the plain stage function on ``records`` with ``workers`` DataTrove tasks and
+    returns the committed artifact.
+
+    Args:
+        root: the artifact root.
+        records: the pii records to deduplicate.
+        workers: ``run.workers``; 1 (in-process) unless a test is about workers, since
+            starting worker processes costs seconds per run.
+        dedup_cfg: the dedup section.
+    """
+    cfg = PipelineConfig.model_validate(
+        {"run": {"artifact_root": str(root), "workers": workers}, "dedup": dedup_cfg}
+    )
     return run_plain(dedup, cfg, [input_artifact(str(root), "pii", records)])
 
 
@@ -121,15 +132,67 @@ def test_config_switches(store_root):
     assert no_minhash.report["near_duplicates"] == 0
 
 
+def cluster_records() -> list[Record]:
+    """Clusters whose kept record and dropped members fall in different shards however the
+    records are dealt, one whose first record is the edited copy, and a record too short to
+    shingle."""
+    a, b = prose(31), prose(32)
+    return [
+        *mixed_records(),
+        Record(id="c_b2", kind="text", text=every(b, 30, 7)),
+        Record(id="c_a", kind="text", text=a),
+        Record(id="c_b", kind="text", text=b),
+        Record(id="c_a2", kind="text", text=every(a, 40, 5)),
+        Record(id="c_a3", kind="text", text=every(a, 25, 3)),
+        Record(id="c_b_far", kind="text", text=every(b, 8)),
+        Record(id="c_a_exact", kind="text", text=a.upper()),
+        Record(id="c_short", kind="text", text="too short"),
+        Record(id="c_a4", kind="text", text=every(a, 35, 11)),
+    ]
+
+
+def outputs(art: Artifact) -> tuple:
+    """Everything dedup decides: kept records in order, rejected rows in order, the report
+    without its timing."""
+    report = {k: v for k, v in art.report.items() if k != "seconds"}
+    return [r.model_dump() for r in art.records()], list(art.rejected()), report
+
+
 def test_cluster_ids_name_the_kept_record_across_workers(store_root):
     """With several DataTrove tasks the kept record of a cluster may sit in a shard with
-    nothing to remove; duplicate_of must still name it."""
-    art = run_dedup(store_root, mixed_records(), workers=2)
+    nothing to remove; duplicate_of must still name it, and the output is the same whatever
+    the number of workers (shards are numbered per worker, decisions by input order)."""
+    loose = {"num_buckets": 40, "hashes_per_bucket": 1}  # many candidates, some refused
+    runs = {
+        n: run_dedup(f"{store_root}/w{n}", cluster_records(), workers=n, **loose) for n in (1, 2, 3)
+    }
+    one = outputs(runs[1])
+    for n in (2, 3):
+        assert outputs(runs[n]) == one, f"{n} workers differ from 1"
+    art = runs[2]
     rej = rejected_by_id(art)
     kept = {r.id for r in art.records()}
     assert rej["a_exact"]["duplicate_of"] == "a"
-    assert set(rej) - {"a_exact"} in ({"b"}, {"b_near"})
-    assert_one_of_pair_dropped(rej, {"b", "b_near"}, kept)
+    assert rej["b_near"]["duplicate_of"] == "b"  # keep-first: the earlier record stays
+    assert rej["c_a_exact"]["reason"] == "exact_duplicate"
+    for rid in ("c_a2", "c_a3", "c_a4"):
+        assert rej[rid]["reason"] == "near_duplicate" and rej[rid]["duplicate_of"] == "c_a"
+    # c_b2 comes before c_b: it is kept and c_b names it.
+    assert rej["c_b"]["duplicate_of"] == "c_b2" and "c_b2" in kept
+    assert "c_b_far" in kept
+    assert all(row["duplicate_of"] in kept for row in art.rejected())
+    # Kept records leave in input order, except the empty one MinHash never sees, first.
+    order = [r.id for r in art.records()]
+    assert order == ["empty"] + [r.id for r in cluster_records() if r.id in kept - {"empty"}]
+    assert art.report["cluster_sizes"] == {"2": 2, "4": 1}
+
+
+def test_dedup_workers_in_an_old_config_loads_with_a_warning():
+    """dedup.workers moved to run.workers: an old config is not refused as a typo."""
+    with pytest.warns(DeprecationWarning, match="run.workers"):
+        cfg = PipelineConfig.model_validate({"dedup": {"workers": 4, "threshold": 0.7}})
+    assert cfg.dedup.threshold == 0.7
+    assert "workers" not in cfg.dedup.model_dump()
 
 
 def sharegpt_chats(path, limit: int) -> list[Record]:

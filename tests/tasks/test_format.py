@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ from pydantic import ValidationError
 from transformers import AutoTokenizer
 
 from tasks import format as fmt
+from tuneline import scratch, shapes
 from tuneline.artifacts import Artifact, ArtifactStore
 from tuneline.config import PipelineConfig
 from tuneline.models import CHATML_TEMPLATE, train_tokenizer
-from tuneline.records import Record, load_jsonl_gz, record_id
+from tuneline.records import Record, dump_jsonl_gz, load_jsonl_gz, record_id
 from tuneline.splits import SplitRow, load_split
 
 END = "<|im_end|>"
@@ -371,3 +373,65 @@ def test_nothing_renderable_fails_with_the_reasons(store_root):
     with pytest.raises(ValueError, match="no_assistant_turn"):
         run_format(store, inp, config())
     assert store.list("format") == []  # no half-written artifact left behind
+
+
+# ------------------------------------------------------------------------------ streaming
+# The stage writes splits and exports row by row from a scratch file; these pin that the files
+# are byte for byte what writing the whole lists at once gives, so streaming changed nothing.
+
+
+def test_streamed_files_are_what_the_whole_lists_give(mixed, tmp_path):
+    art, _ = mixed
+    for s in ("train", "eval"):
+        # Same file name: gzip stores it in the header.
+        with open(tmp_path / f"{s}.jsonl.gz", "wb") as fh:
+            dump_jsonl_gz((r.to_json() for r in load_split(art, s)), fh)
+        assert (art.path / "splits" / f"{s}.jsonl.gz").read_bytes() == (
+            tmp_path / f"{s}.jsonl.gz"
+        ).read_bytes()
+
+    kept = list(art.records())
+    chats = [r for r in kept if r.kind == "chat"]
+    alpaca = [row for r in chats if (row := shapes.alpaca.dump(r)) is not None]
+    sharegpt = [shapes.sharegpt.dump(r) for r in chats]
+    for name, rows in (("alpaca", alpaca), ("sharegpt", sharegpt)):
+        whole = json.dumps(rows, ensure_ascii=False, indent=1)
+        assert (art.path / "exports" / f"{name}.json").read_text(encoding="utf-8") == whole
+    # Records keep their input order; the split files keep it within each split.
+    assert [r.id for r in kept] == [r.id for r in mixed_records() if r.id != "no-reply"]
+    for s in ("train", "eval"):
+        assert [r.id for r in load_split(art, s)] == [r.id for r in kept if r.meta["split"] == s]
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [],
+        [{}],
+        [[]],
+        [{"a": "line\nbreak ünï 🙂", "b": [1, {"c": []}, {}], "d": None}, "x", 3.5, True],
+        [{"conversations": [{"from": "human", "value": 'say "hi"\t\\'}]}] * 3,
+    ],
+)
+def test_json_list_writer_matches_json_dumps(items, tmp_path):
+    path = tmp_path / "list.json"
+    with open(path, "w", encoding="utf-8") as fh:
+        w = fmt.JsonListWriter(fh)
+        for item in items:
+            w.add(item)
+        w.close()
+    assert path.read_text(encoding="utf-8") == json.dumps(items, ensure_ascii=False, indent=1)
+    assert w.count == len(items)
+
+
+def test_no_scratch_left_after_a_run_or_a_failure(store_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    (tmp_path / "tmp").mkdir()
+    store = ArtifactStore(store_root)
+    inp = make_input(store, mixed_records())
+    run_format(store, inp, config())
+    monkeypatch.setattr(fmt, "SplitStats", None)  # fails in the second pass, spill written
+    with pytest.raises(TypeError):
+        run_format(store, inp, config(), key="broken")
+    assert list(scratch.root().iterdir()) == []

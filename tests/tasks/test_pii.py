@@ -398,14 +398,27 @@ def test_residual_above_max_fails_the_stage_naming_types(store_root):
 
 
 @pytest.mark.slow
-def test_workers_give_the_same_output_as_one_process(monkeypatch):
+def test_workers_give_the_same_output_as_one_process(store_root, monkeypatch):
+    """Ranks take turns on 3-record batches and their parts merge back in input order."""
     monkeypatch.setattr(pii, "MIN_PARALLEL", 4)
     monkeypatch.setattr(pii, "BATCH_RECORDS", 3)
-    recs = planted() * 3
-    cfg = PipelineConfig().pii
-    one = [r for _, res in pii.scrub_stream(cfg, recs, workers=1) for r in res]
-    two = [r for _, res in pii.scrub_stream(cfg, recs, workers=2) for r in res]
-    assert [r[0].model_dump() for r in one] == [r[0].model_dump() for r in two]
+    recs = [r.model_copy(update={"id": f"{r.id}-{k}"}) for k in range(3) for r in planted()]
+    outs = {}
+    for workers in (1, 2, 3):
+        cfg = PipelineConfig.model_validate(
+            {"run": {"artifact_root": f"{store_root}/{workers}", "workers": workers}}
+        )
+        art = run_plain(pii, cfg, [input_artifact(f"{store_root}/{workers}", "ingest", recs)])
+        outs[workers] = ([r.model_dump() for r in art.records()], art.report["entities_removed"])
+    assert [r["id"] for r in outs[1][0]] == [r.id for r in recs]
+    assert outs[1][1]["PERSON"] > 0
+    assert outs[2] == outs[1] and outs[3] == outs[1]
+
+
+def test_pii_workers_setting_moved_to_run():
+    with pytest.warns(DeprecationWarning, match="run.workers"):
+        cfg = PipelineConfig.model_validate({"pii": {"workers": 2}})
+    assert "workers" not in cfg.pii.model_dump()
 
 
 def test_pattern_names_stop_at_the_first_word_that_is_no_name():
@@ -423,3 +436,24 @@ def test_an_allowed_word_keeps_a_longer_match_that_contains_it(tmp_path):
     text = "Thanks for your order.\n\nBest regards,\nNorthwind Outfitters Support"
     art = run_plain(pii, cfg, [input_artifact(cfg.run.artifact_root, "ingest", [Record(id="r", kind="text", text=text)])])
     assert [r.text for r in art.records()] == [text]
+
+
+@pytest.mark.slow
+def test_pii_on_a_local_ray_instance_matches_local_processes(store_root, monkeypatch, local_ray):
+    """run.executor=ray: the ranks run as Ray tasks (DataTrove's RayPipelineExecutor) and their
+    parts merge into the same artifact as with local processes."""
+    monkeypatch.setattr(pii, "MIN_PARALLEL", 4)
+    monkeypatch.setattr(pii, "BATCH_RECORDS", 4)
+    recs = [r.model_copy(update={"id": f"{r.id}-{k}"}) for k in range(2) for r in planted()]
+    outs = {}
+    for executor in ("local", "ray"):
+        root = f"{store_root}/{executor}"
+        cfg = PipelineConfig.model_validate(
+            {"run": {"artifact_root": root, "executor": executor, "workers": 2}}
+        )
+        art = run_plain(pii, cfg, [input_artifact(root, "ingest", recs)])
+        outs[executor] = [r.model_dump() for r in art.records()], art.report["entities_removed"]
+    assert outs["ray"] == outs["local"]
+    assert len(outs["ray"][0]) == len(recs) and outs["ray"][1]["PERSON"] > 0
+    # DataTrove's Ray executor ran the ranks: its logs are there, one per rank
+    assert local_ray.is_initialized()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from tasks.ingest.filters.base import RecordFilter, Rejection
-from tasks.ingest.filters.text import CJK_RE, is_letter, natural_text
+from tasks.ingest.filters.text import CJK_RE, count_letters, natural_text
 from tasks.ingest.languages import UNKNOWN
 from tuneline.records import Record
 
@@ -53,7 +53,7 @@ class LanguageIdFilter(RecordFilter):
     def identify(self, text: str) -> tuple[str, float]:
         """(language, score) of ``text``'s prose, or (``unknown``, best score) when it cannot tell."""
         prose = natural_text(text)
-        letters = sum(is_letter(c) for c in prose) + 3 * len(CJK_RE.findall(prose))
+        letters = count_letters(prose) + 3 * len(CJK_RE.findall(prose))
         if letters < MIN_LETTERS:
             return UNKNOWN, 0.0
         labels, scores = self.model.predict(prose.replace("\n", " "), k=1)

@@ -11,15 +11,32 @@ from tuneline.records import Record
 
 def longest_loop(ws: list[str], max_period: int = 30) -> tuple[int, int, int]:
     """(period, start, repeats) of the longest run where a block of ``period`` words follows
-    itself back to back (``a b c a b c a b c``); repeats counts the copies."""
+    itself back to back (``a b c a b c a b c``); repeats counts the copies. Among equals, the
+    shortest period and then the earliest run wins.
+
+    Vectorised per period (numpy compares the words with themselves shifted by the period):
+    a word-by-word loop over 30 periods was the costliest rule of ingest.
+    """
+    import numpy as np
+
+    if len(ws) < 2:
+        return (0, 0, 0)
+    ids: dict[str, int] = {}
+    a = np.fromiter((ids.setdefault(w, len(ids)) for w in ws), dtype=np.int64, count=len(ws))
     best = (0, 0, 0)
     for p in range(1, min(max_period, len(ws) // 2) + 1):
-        run = 0
-        for j in range(len(ws) - p):
-            run = run + 1 if ws[j] == ws[j + p] else 0
-            copies = run // p + 1
-            if copies > best[2] and run >= p:
-                best = (p, j - run + 1, copies)
+        same = a[:-p] == a[p:]  # same[j]: word j + p repeats word j
+        if not same.any():
+            continue
+        edges = np.diff(np.concatenate(([0], same.astype(np.int8), [0])))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        lengths = ends - starts
+        longest = int(lengths.max())
+        copies = longest // p + 1
+        if longest < p or copies <= best[2]:
+            continue
+        first = int(np.flatnonzero(lengths >= (copies - 1) * p)[0])  # earliest run this long
+        best = (p, int(starts[first]), copies)
     return best
 
 

@@ -520,3 +520,36 @@ def test_one_example_per_reason_in_the_report_and_the_summary(tmp_path):
         assert len(row) < 300
     assert "Lorem ipsum dolor sit amet, consectetur" in summary
     assert "again, twice over" not in summary  # one example per reason
+
+
+def _longest_loop_reference(ws: list[str], max_period: int = 30) -> tuple[int, int, int]:
+    """The word-by-word definition that ``longest_loop`` vectorises."""
+    best = (0, 0, 0)
+    for p in range(1, min(max_period, len(ws) // 2) + 1):
+        run = 0
+        for j in range(len(ws) - p):
+            run = run + 1 if ws[j] == ws[j + p] else 0
+            copies = run // p + 1
+            if copies > best[2] and run >= p:
+                best = (p, j - run + 1, copies)
+    return best
+
+
+def test_longest_loop_matches_its_word_by_word_definition():
+    import random
+
+    from tasks.ingest.filters.repetition import longest_loop
+
+    rng = random.Random(7)
+    cases = [[], ["a"], "a b c a b c a b c x".split(), "x y y y y z".split()]
+    for _ in range(400):
+        vocab = [f"w{i}" for i in range(rng.randint(1, 6))]
+        ws = [rng.choice(vocab) for _ in range(rng.randint(0, 80))]
+        if ws and rng.random() < 0.5:  # plant a loop
+            k = rng.randrange(len(ws))
+            block = ws[k : k + rng.randint(1, 5)]
+            ws[k:k] = block * rng.randint(2, 6)
+        cases.append(ws)
+    for ws in cases:
+        assert longest_loop(ws) == _longest_loop_reference(ws), ws
+    assert longest_loop("a b c a b c a b c x".split()) == (3, 0, 3)
