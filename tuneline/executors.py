@@ -106,6 +106,27 @@ def _import_roots() -> list[str]:
     return [root, *extra]
 
 
+class QuietRankLogs:
+    """The first step of every rank: DataTrove's task logger writes INFO lines of every rank to
+    stderr (through a progress bar, several times a second); they still go to the rank's log
+    file, and ``run_ranks`` quotes the log of a rank that failed.
+
+    Reaches into loguru's handler table: its API can add and remove a handler by id, but not
+    find the one DataTrove added to stderr.
+    """
+
+    def __call__(self, data, rank: int = 0, world_size: int = 1):
+        import sys
+
+        from datatrove.utils.logging import logger
+
+        for hid, handler in list(logger._core.handlers.items()):
+            sink = getattr(handler, "_sink", None)
+            if getattr(sink, "_stream", None) is sys.stderr:
+                logger.remove(hid)
+        return data
+
+
 def make_executor(
     pipeline: Sequence[Any],
     tasks: int,
@@ -133,7 +154,7 @@ def make_executor(
         quiet = quiet_datatrove() if not cfg.ray_address else contextlib.nullcontext()
         with quiet:
             return RayPipelineExecutor(
-                pipeline=list(pipeline),
+                pipeline=[QuietRankLogs(), *pipeline],
                 tasks=tasks,
                 workers=n,
                 logging_dir=str(logging_dir),
@@ -145,7 +166,7 @@ def make_executor(
     from datatrove.executor import LocalPipelineExecutor
 
     return LocalPipelineExecutor(
-        pipeline=list(pipeline),
+        pipeline=[QuietRankLogs(), *pipeline],
         tasks=tasks,
         workers=n,
         logging_dir=str(logging_dir),
@@ -181,7 +202,7 @@ def run_ranks(executor: Any, done: Path, what: str) -> None:
     if missing:
         raise RuntimeError(
             f"{what}: ranks {missing} of {executor.world_size} did not finish "
-            f"(run.executor={settings().executor}); see the logs under {executor.logging_dir.path}"
+            f"(run.executor={settings().executor}){_log_tail(executor, missing[0])}"
         ) from error
     if error is not None:  # every rank finished, the executor's own bookkeeping failed
         raise error
@@ -204,6 +225,16 @@ def rank_errors(done: Path, rank: int) -> Iterator[None]:
         done.mkdir(parents=True, exist_ok=True)
         (done / f"{rank:05d}.user-error").write_bytes(pickle.dumps(e))
         raise
+
+
+def _log_tail(executor: Any, rank: int, lines: int = 12) -> str:
+    """The end of a rank's log, for the error (the scratch folder holding it is removed)."""
+    try:
+        with executor.logging_dir.open(f"logs/task_{rank:05d}.log", "r") as fh:
+            tail = fh.read().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"; the end of rank {rank}'s log:\n" + "\n".join(tail) if tail else ""
 
 
 def mark_done(done: Path, rank: int) -> None:

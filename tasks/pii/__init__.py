@@ -58,11 +58,13 @@ BATCH_RECORDS = 64  # records whose strings go through spaCy's nlp.pipe together
 # to scrub ~400 records). bench/pii_bench.py on 2 cores: 600 records, 2 workers 63 records/s
 # with their start-up against 78 in-process; 2400 records, 120 against 81.
 MIN_PARALLEL = 2000
-# Words of context either side of a possible name that NER sees. bench/pii_bench.py --n 300:
-# whole texts -> sentences with a capitalised word -> 8-word windows: PERSON recall 1.00/0.86
-# (cue word / none) and overall 0.99 all three, PERSON precision 0.75 -> 0.78 -> 0.77, NER
-# CPU 13.2 -> 8.2 -> 6.9 s (6 words: 6.6 s, same figures).
-NER_WINDOW = 8
+# Words of context either side of a possible name that NER sees: spaCy's small NER itself looks
+# 4 tokens either side (its CNN's reach). bench/pii_bench.py --n 300, NER on whole texts ->
+# on sentences with a capitalised word -> on windows of 8 / 5 / 4 / 3 words: PERSON recall
+# 1.00 / 0.86 (cue word / none) and overall 0.99 in every case, PERSON precision 0.75 -> 0.78
+# -> 0.77 (whole texts join names across sentences: "Costa. Additionally"), CPU 13.2 -> 8.2 ->
+# 6.9 / 5.8 / 5.6 / 5.3 s.
+NER_WINDOW = 4
 SALT_ENV = "TUNELINE_PII_SALT"
 DEFAULT_SALT = "tuneline-pii-default-salt"  # >= 16 bytes, as presidio's hash operator requires
 
@@ -81,20 +83,18 @@ NOT_NAMES = frozenset({"I", "I'm", "I've", "I'll", "I'd", "I’m", "OK"})
 
 def sentence_starters(nlp) -> frozenset[str]:
     """Lower-case words that open sentences without being names: English stop words ("The",
-    "However") and, from the pipeline's lemmatizer tables (WordNet's word lists), verbs
-    ("Describe", "Create": instructions), adverbs ("Finally") and adjectives that are not also
-    nouns. Nouns stay out: WordNet lists "john", "maria" and "smith" as nouns."""
+    "However") and WordNet's verbs ("Describe", "Create": instructions), adverbs ("Finally") and
+    adjectives that are not also nouns. Nouns stay out: WordNet lists "john", "maria" and
+    "smith" as nouns."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
-    words = set(STOP_WORDS)
-    if "lemmatizer" in nlp.pipe_names:
-        tables = nlp.get_pipe("lemmatizer").lookups
-        if tables.has_table("lemma_index"):
-            index = tables.get_table("lemma_index")
-            nouns = set(index.get("noun", []))
-            words |= set(index.get("verb", [])) | set(index.get("adv", []))
-            words |= set(index.get("adj", [])) - nouns
-    return frozenset(words)
+    from tasks.pii.recognizers import word_lists
+
+    w = word_lists(nlp)
+    empty: frozenset[str] = frozenset()
+    return frozenset(
+        set(STOP_WORDS) | w.get("verb", empty) | w.get("adv", empty) | (w.get("adj", empty) - w.get("noun", empty))
+    )
 
 
 def ner_segments(
@@ -242,7 +242,7 @@ def analyzer_for(spacy_model: str, keep_public_figures: bool = True):
     for name in ("EmailRecognizer", *REPLACED):
         analyzer.registry.remove_recognizer(name)
     analyzer.registry.add_recognizer(_offline_email_recognizer())
-    for rec in tuneline_recognizers(keep_public_figures):
+    for rec in tuneline_recognizers(keep_public_figures, nlp):
         analyzer.registry.add_recognizer(rec)
     return analyzer
 

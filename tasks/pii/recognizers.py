@@ -460,9 +460,129 @@ PASSPORT_PATTERNS = [
 ]
 
 
-def tuneline_recognizers(keep_public: bool) -> list:
-    """Every recognizer tuneline registers, plus the two that replace Presidio's own."""
+# ------------------------------------------------------------------------ given names
+
+# Second words that make "<given name> <word>" a place or an organisation, not a person.
+NOT_SURNAMES = frozenset(
+    "street st road rd avenue ave lane boulevard drive square station airport park river lake "
+    "mountain mount island bay beach hill hills valley city county state university college "
+    "school academy institute hospital clinic church cathedral hall hotel bank company corp inc "
+    "ltd llc group center centre museum gallery theatre theater stadium arena bridge tower "
+    "house palace castle garden gardens street's day".split()
+)
+
+
+def english_words(nlp) -> frozenset[str]:
+    """Lower-case English words: spaCy's stop words and the WordNet word lists in the
+    pipeline's lemmatizer tables (nouns, verbs, adjectives, adverbs)."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(set(STOP_WORDS).union(*word_lists(nlp).values()))
+
+
+def word_lists(nlp) -> dict[str, frozenset[str]]:
+    """WordNet's lower-case nouns, verbs, adjectives and adverbs, from the lemmatizer tables of
+    the spaCy pipeline (present even where the lemmatizer is disabled); empty without them."""
+    if "lemmatizer" not in nlp.component_names:
+        return {}
+    tables = nlp.get_pipe("lemmatizer").lookups
+    if not tables.has_table("lemma_index"):
+        return {}
+    index = tables.get_table("lemma_index")
+    return {pos: frozenset(index.get(pos, [])) for pos in ("noun", "verb", "adj", "adv")}
+
+
+def not_surnames(nlp) -> frozenset[str]:
+    """Words that end a "<given name> <word>" match as no surname: stop words ("Berg The"),
+    verbs, adverbs, adjectives that are not also nouns (nouns stay: "Romano" is a cheese)."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    w = word_lists(nlp)
+    empty: frozenset[str] = frozenset()
+    return frozenset(
+        set(STOP_WORDS) | w.get("verb", empty) | w.get("adv", empty) | (w.get("adj", empty) - w.get("noun", empty))
+    ) | NOT_SURNAMES
+
+
+def given_names(english: frozenset[str]) -> frozenset[str]:
+    """Given names of Faker's person providers (86 locales, ~31k names), minus English words
+    ("Will", "Grace", "John": spaCy's NER finds the common Anglo names; a word is no evidence)."""
+    import importlib
+    import pkgutil
+
+    import faker.providers.person as person
+
+    names: set[str] = set()
+    for mod in pkgutil.iter_modules(person.__path__):
+        try:
+            provider = importlib.import_module(f"{person.__name__}.{mod.name}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
+            value = next((c.__dict__[attr] for c in provider.__mro__ if attr in c.__dict__), None)
+            if isinstance(value, dict | list | tuple | set | frozenset):
+                names.update(value)
+    return frozenset(
+        n for n in names if len(n) >= 3 and n[0].isupper() and " " not in n and n.lower() not in english
+    )
+
+
+class GivenNameRecognizer(LocalRecognizer):
+    """PERSON: a known given name followed by a capitalised surname ("Amara Okafor") where no
+    cue word says so. spaCy's small NER misses many non-Anglo names; a gazetteer of given names
+    that are not English words finds them. The span passes ``person_span_ok`` like NER's
+    (public figures in context are kept), and the surname must not be a place or organisation
+    word ("Victoria Station").
+
+    Args:
+        names: the given names (``given_names``).
+        keep_public: keep public figures and characters, as for NER names.
+        score: the score of a match.
+        not_surnames: lower-case words that are no surname (``not_surnames``).
+    """
+
+    # A lookahead, so that matches overlap: "Yesterday Giulia Romano" tries "Giulia Romano" too.
+    PATTERN = re.compile(rf"(?<![\w'’-])(?=({W})[ \t]+((?:{P}[ \t]+)*{W})(?![\w'’-]))")
+
+    def __init__(
+        self,
+        names: frozenset[str],
+        keep_public: bool = True,
+        score: float = 0.6,
+        not_surnames: frozenset[str] = NOT_SURNAMES,
+    ):
+        self.names, self.keep_public, self.score = names, keep_public, score
+        self.not_surnames = not_surnames
+        super().__init__(supported_entities=["PERSON"], name="TunelineGivenNameRecognizer", supported_language="en")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text, entities, nlp_artifacts=None):
+        out = []
+        for m in self.PATTERN.finditer(text):
+            first, rest = m.group(1), m.group(2)
+            if first not in self.names or rest.split()[-1].lower() in self.not_surnames:
+                continue
+            s, e = m.start(1), m.end(2)
+            if person_span_ok(text, s, e, None, self.keep_public):
+                out.append(RecognizerResult("PERSON", s, e, self.score))
+        return out
+
+
+def tuneline_recognizers(keep_public: bool, nlp=None) -> list:
+    """Every recognizer tuneline registers, plus the two that replace Presidio's own.
+
+    Args:
+        keep_public: keep public figures and characters where the context shows them.
+        nlp: the spaCy pipeline, whose word lists ``GivenNameRecognizer`` needs (left out
+            without it).
+    """
+    given = []
+    if nlp is not None:
+        given = [GivenNameRecognizer(given_names(english_words(nlp)), keep_public, not_surnames=not_surnames(nlp))]
     return [
+        *given,
         GroupPatternRecognizer("PERSON", NAME_PATTERNS, "TunelineNameRecognizer"),
         GroupPatternRecognizer("STREET_ADDRESS", ADDRESS_PATTERNS, "TunelineAddressRecognizer"),
         GroupPatternRecognizer("URL", URL_PATTERNS, "TunelinePersonalUrlRecognizer"),

@@ -457,3 +457,33 @@ def test_pii_on_a_local_ray_instance_matches_local_processes(store_root, monkeyp
     assert len(outs["ray"][0]) == len(recs) and outs["ray"][1]["PERSON"] > 0
     # DataTrove's Ray executor ran the ranks: its logs are there, one per rank
     assert local_ray.is_initialized()
+
+
+def test_given_names_find_names_ner_misses_and_leave_places_and_words():
+    out = scrub(
+        "Yesterday Giulia Romano and I went to the bank together.",
+        "The meeting ran late because Aroha Ngata had more questions.",
+    )
+    assert out[0] == "Yesterday <PERSON> and I went to the bank together."
+    assert out[1] == "The meeting ran late because <PERSON> had more questions."
+    # the gazetteer itself: an English word is no given name, a place word or a verb no surname
+    from tasks.pii.recognizers import GivenNameRecognizer
+
+    rec = next(
+        r
+        for r in pii.analyzer_for(PipelineConfig().pii.spacy_model).registry.recognizers
+        if isinstance(r, GivenNameRecognizer)
+    )
+    text = "Write the Charity Name here. Giulia Station is new. Ask Giulia See. The Aroha Ngata novel."
+    assert [text[r.start : r.end] for r in rec.analyze(text, ["PERSON"])] == []
+    ok = "Yes, Aroha Ngata came."
+    assert [ok[r.start : r.end] for r in rec.analyze(ok, ["PERSON"])] == ["Aroha Ngata"]
+
+
+def test_ner_runs_on_windows_around_possible_names_only():
+    starters = pii.sentence_starters(pii.analyzer_for(PipelineConfig().pii.spacy_model).nlp_engine.nlp["en"])
+    text = "Describe the process in detail. The weather was fine and warm today. We met Dmitri Sokolov there."
+    segments = pii.ner_segments(text, starters, window=4)
+    assert [seg for _, seg in segments] == ["We met Dmitri Sokolov there."]
+    assert all(text[start : start + len(seg)] == seg for start, seg in segments)
+    assert pii.ner_segments("the end. i think so.", starters) == []
