@@ -42,7 +42,7 @@ bench: install
 
 # Data-stage benchmarks on ../shared/data (recall/precision/damage/speed; minutes each).
 bench-data: install
-	@for b in bench/pii_bench.py bench/dedup_bench.py bench/filters_bench.py; do [ -f $$b ] && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done; true
+	@for b in bench/pii_bench.py bench/dedup_bench.py bench/filters_bench.py bench/quality_bench.py; do [ -f $$b ] && { echo "== $$b"; $(BIN)/python $$b || exit 1; }; done; true
 
 # Data stages at scale: seconds, records/s and peak RSS per stage for N generated records
 # (default N = 2000 and 10000, a few minutes; ARGS="--n 10000 --n 100000" or ARGS=--no-pii).

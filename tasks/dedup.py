@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from datatrove.utils.word_tokenizers import WordTokenizer
 from pydantic import Field, model_validator
 
 from tuneline import executors
@@ -184,6 +185,27 @@ def exact_key(record: Record, on: str = "record") -> bytes:
 # --------------------------------------------------------------------------------- minhash
 
 
+class SpaceWordTokenizer(WordTokenizer):
+    """Words for MinHash shingles: the whitespace-separated tokens of the text, which DataTrove
+    has already lower-cased and stripped of punctuation (``simplify_text``) before it asks.
+
+    DataTrove's default for English, a spaCy tokenizer, finds the same words at 1.9 ms per
+    1 KB record, most of dedup's time; this split takes microseconds.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("en")
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return text.split()
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return [text]
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in re.finditer(r"\S+", text)]
+
+
 def minhash_config(dcfg: DedupConfig):
     from datatrove.pipeline.dedup.minhash import MinhashConfig
     from datatrove.utils.hashing import HashConfig
@@ -227,7 +249,9 @@ def run_lsh(work: Path, dcfg: DedupConfig, shards: int) -> None:
     signatures = make_executor(
         [
             JsonlReader(str(work / "input")),
-            MinhashDedupSignature(output_folder=str(work / "signatures"), config=mh),
+            MinhashDedupSignature(
+                output_folder=str(work / "signatures"), config=mh, language=SpaceWordTokenizer()
+            ),
         ],
         tasks=shards,
         logging_dir=logs / "1_signatures",
@@ -557,7 +581,9 @@ def near_pass(
     run_lsh(work, dcfg, shards)
     groups = candidate_groups(work / "buckets", shards)
     # The same shingles DataTrove hashed, so a verified pair is the pair LSH proposed.
-    sig = MinhashDedupSignature(output_folder=str(work / "verify"), config=minhash_config(dcfg))
+    sig = MinhashDedupSignature(
+        output_folder=str(work / "verify"), config=minhash_config(dcfg), language=SpaceWordTokenizer()
+    )
     store = ShingleStore(work / "shingles.bin")
     verifier = Verifier(groups, dcfg.threshold, store)
     del groups  # the verifier holds them by document

@@ -115,6 +115,9 @@ class QuietRankLogs:
     find the one DataTrove added to stderr.
     """
 
+    def __repr__(self) -> str:  # DataTrove lists the steps of each rank in its log
+        return "tuneline: rank logs to the log file only"
+
     def __call__(self, data, rank: int = 0, world_size: int = 1):
         import sys
 
@@ -162,6 +165,9 @@ def make_executor(
                 skip_completed=False,
                 cpus_per_task=1,
                 mem_per_cpu_gb=cfg.ray_memory_per_task_gb,
+                # Each job starts a Ray actor (~2 s); many small ranks (dedup's 20 bucket
+                # ranks) share a job instead of paying that each.
+                tasks_per_job=-(-tasks // n),
             )
     from datatrove.executor import LocalPipelineExecutor
 

@@ -129,6 +129,9 @@ class IngestRanks:
     def __init__(self, cfg_json: str, cwd: str, work: str, size: int):
         self.cfg_json, self.cwd, self.work, self.size = cfg_json, cwd, work, size
 
+    def __repr__(self) -> str:  # DataTrove lists the steps of each rank in its log
+        return "tuneline ingest: parse and filter this rank's batches"
+
     def __call__(self, data, rank: int = 0, world_size: int = 1):
         ingest_rank(self.cfg_json, self.cwd, self.work, self.size, rank, world_size)
         return iter(())

@@ -672,6 +672,9 @@ class PIIScrubShards:
     def __init__(self, pcfg_json: str, shards: list[str], work: str, batch: int):
         self.pcfg_json, self.shards, self.work, self.batch = pcfg_json, shards, work, batch
 
+    def __repr__(self) -> str:  # DataTrove lists the steps of each rank in its log
+        return "tuneline pii: scrub this rank's batches"
+
     def __call__(self, data, rank: int = 0, world_size: int = 1):
         _scrub_rank(self.pcfg_json, self.shards, self.work, self.batch, rank, world_size)
         return iter(())

@@ -1,7 +1,7 @@
 """The residual check: an independent second pass over scrubbed text, counting what is left.
 
-It shares nothing with Presidio: plain regexes with the validators the formats define (Luhn for
-cards, ISO 13616 mod-97 for IBANs, the SSA's rules for SSNs, ``ipaddress`` for IPs, an email
+It shares nothing with Presidio: plain regexes with the validators the formats define (Luhn,
+issuer prefix and length for cards, ISO 13616 mod-97 for IBANs, the SSA's rules for SSNs, ``ipaddress`` for IPs, an email
 regex with a dotted alphabetic TLD). Values the surrogate operator wrote are not counted, and
 reserved example domains/addresses are ignored (they are what documentation uses).
 """
@@ -13,7 +13,27 @@ import re
 from collections import Counter
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,24}\b")
-CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
+# A card number as cards print it: 13-19 digits in one run, 4-4-4-4(-3) groups or Amex's 4-6-5,
+# one separator throughout. Not inside a longer number, a DOI or an id ("10.1080/106293...").
+CARD = re.compile(
+    r"(?<![\d./:-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d/:-]|\.\d)"
+)
+# Issuer prefixes and lengths (ISO/IEC 7812 as the networks publish them): a Luhn-valid number
+# outside these is an ISBN, a library bar code or a sum, not a card (1 in 10 numbers pass Luhn).
+CARD_BRANDS: list[tuple[str, tuple[int, ...]]] = [
+    (r"4", (13, 16, 19)),  # Visa
+    (r"5[1-5]|2(?:2[2-9][1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)", (16,)),  # Mastercard
+    (r"3[47]", (15,)),  # American Express
+    (r"6(?:011|5|4[4-9])", (16, 17, 18, 19)),  # Discover
+    (r"35(?:2[89]|[3-8]\d)", (16, 17, 18, 19)),  # JCB
+    (r"3(?:0[0-5]|[689])", (14, 15, 16, 17, 18, 19)),  # Diners Club
+    (r"62", (16, 17, 18, 19)),  # UnionPay
+]
+_BRANDS = [(re.compile(p), n) for p, n in CARD_BRANDS]
+MATH_NEAR = re.compile(
+    r"[=+*/×÷^]|\b(?:sum|result|solution|answer|calculat\w*|add|plus|minus|equals?|total|product)\b",
+    re.I,
+)
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 SSN = re.compile(r"(?<![\d-])(\d{3})[- ](\d{2})[- ](\d{4})(?![\d-])")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -34,6 +54,18 @@ def luhn_ok(number: str) -> bool:
             d -= 9 if d > 9 else 0
         total += d
     return total % 10 == 0
+
+
+def card_ok(text: str, start: int, end: int) -> bool:
+    """A card number: Luhn-valid, an issuer's prefix and length, and no arithmetic around it."""
+    number = text[start:end]
+    digits = "".join(c for c in number if c.isdigit())
+    if not luhn_ok(digits):
+        return False
+    if not any(rx.match(digits) and len(digits) in lengths for rx, lengths in _BRANDS):
+        return False
+    around = text[max(0, start - 40) : start] + " " + text[end : end + 5]
+    return not MATH_NEAR.search(around)
 
 
 def iban_ok(value: str) -> bool:
@@ -80,7 +112,7 @@ def residual(text: str, ignore: set[str] | frozenset[str] = frozenset()) -> Coun
         if v not in ignore and not RESERVED_EMAIL.search(v):
             found["EMAIL_ADDRESS"] += 1
     for m in CARD.finditer(text):
-        if m.group() not in ignore and luhn_ok(m.group()):
+        if m.group() not in ignore and card_ok(text, m.start(), m.end()):
             found["CREDIT_CARD"] += 1
     for m in IBAN.finditer(text):
         if m.group() not in ignore and iban_ok(m.group()):

@@ -384,6 +384,25 @@ def test_residual_counts_validated_values_only():
     assert residual("mail jane@corp.de", ignore={"jane@corp.de"}) == {}
 
 
+def test_residual_does_not_take_sums_isbns_or_bar_codes_for_cards():
+    """Luhn passes one number in ten: these Luhn-valid numbers from public sets (a DPO
+    arithmetic prompt, a library record in Common Crawl) are not cards."""
+    from tasks.pii.residual import luhn_ok, residual
+
+    look_alikes = [
+        "256626720691 + 1646615806005 =\n\nThe result is:\n\n4212883012996",
+        "472547338\n+960397912423686\n-------\n1007411131329104\n\nSo the sum is 1007411131329104.",
+        "Isbn\n9780240522043\nIsbn Type\n(pbk.)",
+        "Bar code\n  • 31223125214735\n  • 31223125214768",
+        "SAR QSAR Environ Res. 2009, 20: 241-266. 10.1080/10629360902949567.",
+        "1054 1055 1056 1057 1058 1059 1060 1061",
+    ]
+    assert luhn_ok("4212883012996") and luhn_ok("9780240522043")  # the checksum alone passes them
+    assert [residual(t) for t in look_alikes] == [{}] * len(look_alikes)
+    for card in ("4111 1111 1111 1111", "5500-0000-0000-0004", "3782 822463 10005", "4111111111111111"):
+        assert residual(f"my card: {card}.") == {"CREDIT_CARD": 1}, card
+
+
 def test_residual_above_max_fails_the_stage_naming_types(store_root):
     from tuneline.errors import InputError
 
