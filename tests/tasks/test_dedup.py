@@ -158,10 +158,11 @@ def outputs(art: Artifact) -> tuple:
     return [r.model_dump() for r in art.records()], list(art.rejected()), report
 
 
-def test_cluster_ids_name_the_kept_record_across_workers(store_root):
+def test_cluster_ids_name_the_kept_record_across_workers(store_root, monkeypatch):
     """With several DataTrove tasks the kept record of a cluster may sit in a shard with
     nothing to remove; duplicate_of must still name it, and the output is the same whatever
     the number of workers (shards are numbered per worker, decisions by input order)."""
+    monkeypatch.setattr(dedup, "MIN_PARALLEL", 0)  # shard even these few records
     loose = {"num_buckets": 40, "hashes_per_bucket": 1}  # many candidates, some refused
     runs = {
         n: run_dedup(f"{store_root}/w{n}", cluster_records(), workers=n, **loose) for n in (1, 2, 3)
