@@ -257,18 +257,22 @@ def run_lsh(work: Path, dcfg: DedupConfig, shards: int) -> None:
         logging_dir=logs / "1_signatures",
     )
     run_ranks(signatures, logs / "1_signatures" / "completions", "dedup: MinHash signatures")
-    buckets = make_executor(
-        [
-            MinhashDedupBuckets(
-                input_folder=str(work / "signatures"),
-                output_folder=str(work / "buckets"),
-                config=mh,
-            )
-        ],
-        tasks=mh.num_buckets,  # one task per band: DataTrove requires a multiple of num_buckets
-        logging_dir=logs / "2_buckets",
-    )
-    run_ranks(buckets, logs / "2_buckets" / "completions", "dedup: MinHash buckets")
+    # The bucket step only merges the sorted signature files (milliseconds per band): on Ray it
+    # would start an actor for each of its ranks, so it runs on local processes whatever
+    # run.executor says.
+    with executors.using(executors.settings().model_copy(update={"executor": "local"})):
+        buckets = make_executor(
+            [
+                MinhashDedupBuckets(
+                    input_folder=str(work / "signatures"),
+                    output_folder=str(work / "buckets"),
+                    config=mh,
+                )
+            ],
+            tasks=mh.num_buckets,  # one task per band: DataTrove requires a multiple of num_buckets
+            logging_dir=logs / "2_buckets",
+        )
+        run_ranks(buckets, logs / "2_buckets" / "completions", "dedup: MinHash buckets")
 
 
 def position(shard: int, index: int, shards: int) -> int:

@@ -165,9 +165,6 @@ def make_executor(
                 skip_completed=False,
                 cpus_per_task=1,
                 mem_per_cpu_gb=cfg.ray_memory_per_task_gb,
-                # Each job starts a Ray actor (~2 s); many small ranks (dedup's 20 bucket
-                # ranks) share a job instead of paying that each.
-                tasks_per_job=-(-tasks // n),
             )
     from datatrove.executor import LocalPipelineExecutor
 
