@@ -240,6 +240,38 @@ def _log_tail(executor: Any, rank: int, lines: int = 12) -> str:
     return f"; the end of rank {rank}'s log:\n" + "\n".join(tail) if tail else ""
 
 
+def merged_parts(parts: Path, world: int) -> Iterator[dict[str, Any]]:
+    """The rows of ``parts/<rank>.jsonl.gz`` in input order, for ranks that took turns on
+    batches: batch ``n`` (each row's ``"b"``) is rank ``n % world``'s, rows in order within it.
+
+    Args:
+        parts: the folder of part files.
+        world: how many ranks wrote them.
+
+    Raises:
+        RuntimeError: a part is out of order (a bug in the rank, never data to drop).
+    """
+    import gzip
+    import json
+
+    def rows(rank: int) -> Iterator[dict[str, Any]]:
+        with gzip.open(parts / f"{rank:05d}.jsonl.gz", "rt", encoding="utf-8") as fh:
+            for line in fh:
+                yield json.loads(line)
+
+    its = [rows(r) for r in range(world)]
+    peek = [next(it, None) for it in its]
+    n = 0
+    while any(p is not None for p in peek):
+        if any(p is not None and p["b"] < n for p in peek):
+            raise RuntimeError(f"part files out of order at batch {n}: {parts}")
+        rank = n % world
+        while (row := peek[rank]) is not None and row["b"] == n:
+            yield row
+            peek[rank] = next(its[rank], None)
+        n += 1
+
+
 def mark_done(done: Path, rank: int) -> None:
     """Written by a rank as its last act: the part files before it are complete.
 

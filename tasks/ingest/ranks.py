@@ -71,7 +71,11 @@ class PartWriter:
         self._add({"b": self.share.batch, "r": record.model_dump(mode="json", exclude_none=True)})
 
     def reject(self, record: Record | dict[str, Any], reason: str, **detail: Any) -> None:
-        row = record.model_dump(mode="json", exclude_none=True) if isinstance(record, Record) else record
+        row = (
+            record.model_dump(mode="json", exclude_none=True)
+            if isinstance(record, Record)
+            else record
+        )
         self._add({"b": self.share.batch, "x": reason, "d": detail, "r": row})
 
     def close(self) -> None:
@@ -148,7 +152,9 @@ def _merge_lines(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for x in lines:
             kinds.update(x["kinds"])
         line["kinds"] = dict(sorted(kinds.items()))
-        unreadable = sorted((u for x in lines for u in x.get("unreadable_files", [])), key=lambda u: u["file"])
+        unreadable = sorted(
+            (u for x in lines for u in x.get("unreadable_files", [])), key=lambda u: u["file"]
+        )
         line.pop("error", None)
         line.pop("unreadable_files", None)
         if unreadable:
@@ -158,7 +164,9 @@ def _merge_lines(per_rank: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return merged
 
 
-def ingest_parallel(icfg: IngestConfig, out: ArtifactWriter, world: int) -> tuple[list[dict[str, Any]], Findings]:
+def ingest_parallel(
+    icfg: IngestConfig, out: ArtifactWriter, world: int
+) -> tuple[list[dict[str, Any]], Findings]:
     """Runs ``world`` ranks and replays their parts into ``out``; returns the sources' report
     lines and what the filters found.
 
@@ -172,41 +180,23 @@ def ingest_parallel(icfg: IngestConfig, out: ArtifactWriter, world: int) -> tupl
 
     with scratch_dir("ingest") as work:
         step = IngestRanks(icfg.model_dump_json(), os.getcwd(), str(work), BATCH_ROWS)
-        executors.run_ranks(executors.make_executor([step], world, work / "logs"), work / "done", "ingest")
+        executors.run_ranks(
+            executors.make_executor([step], world, work / "logs"), work / "done", "ingest"
+        )
         stats = [json.loads((work / "parts" / f"{r:05d}.json").read_text()) for r in range(world)]
-        files = [gzip.open(work / "parts" / f"{r:05d}.jsonl.gz", "rt", encoding="utf-8") for r in range(world)]
-        try:
-            _replay(files, world, out, work)
-        finally:
-            for f in files:
-                f.close()
+        for row in executors.merged_parts(work / "parts", world):
+            if "x" in row:
+                out.reject(row["r"], row["x"], **row["d"])
+            else:
+                out.write(Record.model_validate(row["r"]))
     found = Findings()
     for st in stats:
         found.languages.update(st["languages"])
         found.unknown_kept += st["unknown_kept"]
     for reason in sorted({r for st in stats for r in st["examples"]}):
-        first = min((st for st in stats if reason in st["examples"]), key=lambda st: st["example_batch"][reason])
+        first = min(
+            (st for st in stats if reason in st["examples"]),
+            key=lambda st: st["example_batch"][reason],
+        )
         found.examples[reason] = first["examples"][reason]
     return _merge_lines([st["sources"] for st in stats]), found
-
-
-def _replay(files: list, world: int, out: ArtifactWriter, work: Path) -> None:
-    """Batch n is rank n % world's: writes the parts' rows back in input order."""
-    peek = [_next(f) for f in files]
-    n = 0
-    while any(p is not None for p in peek):
-        if any(p is not None and p["b"] < n for p in peek):  # a bug, never data loss
-            raise RuntimeError(f"ingest: part files out of order at batch {n}: {work}")
-        rank = n % world
-        while (row := peek[rank]) is not None and row["b"] == n:
-            if "x" in row:
-                out.reject(row["r"], row["x"], **row["d"])
-            else:
-                out.write(Record.model_validate(row["r"]))
-            peek[rank] = _next(files[rank])
-        n += 1
-
-
-def _next(fh) -> dict[str, Any] | None:
-    line = fh.readline()
-    return json.loads(line) if line else None

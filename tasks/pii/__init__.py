@@ -82,19 +82,11 @@ NOT_NAMES = frozenset({"I", "I'm", "I've", "I'll", "I'd", "I’m", "OK"})
 
 
 def sentence_starters(nlp) -> frozenset[str]:
-    """Lower-case words that open sentences without being names: English stop words ("The",
-    "However") and WordNet's verbs ("Describe", "Create": instructions), adverbs ("Finally") and
-    adjectives that are not also nouns. Nouns stay out: WordNet lists "john", "maria" and
-    "smith" as nouns."""
-    from spacy.lang.en.stop_words import STOP_WORDS
+    """Lower-case words that open sentences without being names ("The", "Describe",
+    "Finally"): ``recognizers.not_name_words``."""
+    from tasks.pii.recognizers import not_name_words
 
-    from tasks.pii.recognizers import word_lists
-
-    w = word_lists(nlp)
-    empty: frozenset[str] = frozenset()
-    return frozenset(
-        set(STOP_WORDS) | w.get("verb", empty) | w.get("adv", empty) | (w.get("adj", empty) - w.get("noun", empty))
-    )
+    return not_name_words(nlp)
 
 
 def ner_segments(
@@ -577,23 +569,6 @@ class Totals:
         self.residual.update(left)
 
 
-def scrub_stream(pcfg: PIIConfig, records, totals: Totals | None = None):
-    """Yields (batch, results) per record batch, scrubbed in this process.
-
-    Args:
-        pcfg: the pii config.
-        records: any iterable of records (streamed).
-        totals: filled with the counts of what was found, removed and left.
-    """
-    totals = totals if totals is not None else Totals()
-    local = Scrubber(pcfg)
-    for batch in _batches(records, BATCH_RECORDS):
-        local.found, local.removed, local.residual = Counter(), Counter(), Counter()
-        results = local.scrub_records(batch)
-        totals.add(local.found, local.removed, local.residual)
-        yield batch, results
-
-
 def _raw_batches(shards: list[str], size: int):
     """(batch number, [json lines]) over the shards, ``size`` lines at a time."""
     import gzip
@@ -692,8 +667,6 @@ def scrub_shards(pcfg: PIIConfig, shards: list, n_records: int, totals: Totals):
         n_records: how many records they hold.
         totals: filled with the counts of what was found, removed and left.
     """
-    import gzip
-
     from tuneline import executors
     from tuneline.scratch import scratch_dir
 
@@ -719,50 +692,15 @@ def scrub_shards(pcfg: PIIConfig, shards: list, n_records: int, totals: Totals):
             totals.add(
                 Counter(counts["found"]), Counter(counts["removed"]), Counter(counts["residual"])
             )
-        files = [
-            gzip.open(work / "parts" / f"{r:05d}.jsonl.gz", "rt", encoding="utf-8")
-            for r in range(world)
-        ]
-        try:
-            peek = [_next_row(f) for f in files]
-            n = 0
-            # Batch n is rank n % world's; the first batch no rank has is the end of the input.
-            while (row := peek[n % world]) is not None and row["b"] == n:
-                rank = n % world
-                while row is not None and row["b"] == n:
-                    record = Record.model_validate(row["record"])
-                    if "error" in row:
-                        yield "error", record, row["error"]
-                    else:
-                        yield "ok", record, row["removed"]
-                    row = peek[rank] = _next_row(files[rank])
-                n += 1
-            if any(
-                p is not None for p in peek
-            ):  # a rank wrote out of order: a bug, never data loss
-                raise RuntimeError(f"pii: part files left unmerged after batch {n}: {work}")
-        finally:
-            for f in files:
-                f.close()
-
-
-def _next_row(fh):
-    line = fh.readline()
-    return json.loads(line) if line else None
+        for row in executors.merged_parts(work / "parts", world):
+            record = Record.model_validate(row["record"])
+            if "error" in row:
+                yield "error", record, row["error"]
+            else:
+                yield "ok", record, row["removed"]
 
 
 # ---------------------------------------------------------------------------------- stage
-
-
-def _batches(records, size: int):
-    batch: list[Record] = []
-    for r in records:
-        batch.append(r)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def summary(report: dict[str, Any]) -> str:

@@ -492,16 +492,20 @@ def word_lists(nlp) -> dict[str, frozenset[str]]:
     return {pos: frozenset(index.get(pos, [])) for pos in ("noun", "verb", "adj", "adv")}
 
 
-def not_surnames(nlp) -> frozenset[str]:
-    """Words that end a "<given name> <word>" match as no surname: stop words ("Berg The"),
-    verbs, adverbs, adjectives that are not also nouns (nouns stay: "Romano" is a cheese)."""
+def not_name_words(nlp) -> frozenset[str]:
+    """Lower-case words that are no name: stop words, WordNet's verbs and adverbs, and its
+    adjectives that are not also nouns (nouns stay: WordNet lists "john", "smith" and
+    "romano" as nouns)."""
     from spacy.lang.en.stop_words import STOP_WORDS
 
     w = word_lists(nlp)
     empty: frozenset[str] = frozenset()
     return frozenset(
-        set(STOP_WORDS) | w.get("verb", empty) | w.get("adv", empty) | (w.get("adj", empty) - w.get("noun", empty))
-    ) | NOT_SURNAMES
+        set(STOP_WORDS)
+        | w.get("verb", empty)
+        | w.get("adv", empty)
+        | (w.get("adj", empty) - w.get("noun", empty))
+    )
 
 
 def given_names(english: frozenset[str]) -> frozenset[str]:
@@ -518,12 +522,19 @@ def given_names(english: frozenset[str]) -> frozenset[str]:
             provider = importlib.import_module(f"{person.__name__}.{mod.name}").Provider
         except (ImportError, AttributeError):
             continue
-        for attr in ("first_names", "first_names_male", "first_names_female", "first_names_nonbinary"):
+        for attr in (
+            "first_names",
+            "first_names_male",
+            "first_names_female",
+            "first_names_nonbinary",
+        ):
             value = next((c.__dict__[attr] for c in provider.__mro__ if attr in c.__dict__), None)
             if isinstance(value, dict | list | tuple | set | frozenset):
                 names.update(value)
     return frozenset(
-        n for n in names if len(n) >= 3 and n[0].isupper() and " " not in n and n.lower() not in english
+        n
+        for n in names
+        if len(n) >= 3 and n[0].isupper() and " " not in n and n.lower() not in english
     )
 
 
@@ -538,7 +549,8 @@ class GivenNameRecognizer(LocalRecognizer):
         names: the given names (``given_names``).
         keep_public: keep public figures and characters, as for NER names.
         score: the score of a match.
-        not_surnames: lower-case words that are no surname (``not_surnames``).
+        not_surnames: lower-case words that end a match as no surname ("Berg The"): stop
+            words, verbs, place and organisation words (``not_name_words``, ``NOT_SURNAMES``).
     """
 
     # A lookahead, so that matches overlap: "Yesterday Giulia Romano" tries "Giulia Romano" too.
@@ -553,7 +565,11 @@ class GivenNameRecognizer(LocalRecognizer):
     ):
         self.names, self.keep_public, self.score = names, keep_public, score
         self.not_surnames = not_surnames
-        super().__init__(supported_entities=["PERSON"], name="TunelineGivenNameRecognizer", supported_language="en")
+        super().__init__(
+            supported_entities=["PERSON"],
+            name="TunelineGivenNameRecognizer",
+            supported_language="en",
+        )
 
     def load(self) -> None:
         pass
@@ -580,7 +596,13 @@ def tuneline_recognizers(keep_public: bool, nlp=None) -> list:
     """
     given = []
     if nlp is not None:
-        given = [GivenNameRecognizer(given_names(english_words(nlp)), keep_public, not_surnames=not_surnames(nlp))]
+        given = [
+            GivenNameRecognizer(
+                given_names(english_words(nlp)),
+                keep_public,
+                not_surnames=not_name_words(nlp) | NOT_SURNAMES,
+            )
+        ]
     return [
         *given,
         GroupPatternRecognizer("PERSON", NAME_PATTERNS, "TunelineNameRecognizer"),
