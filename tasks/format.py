@@ -48,7 +48,7 @@ from tuneline.progress import track
 from tuneline.records import Record, load_jsonl_gz
 from tuneline.scratch import scratch_dir
 from tuneline.sections import Section
-from tuneline.splits import SPLITS, SplitRow
+from tuneline.splits import SPLITS, SplitRow, method_counts_from_kinds
 from tuneline.stage import Stage
 
 # -------------------------------------------------------------------------------- format
@@ -314,7 +314,8 @@ class SplitStats:
 
 
 def split_report(stats: dict[str, SplitStats], cfg) -> dict[str, Any]:
-    """Counts per split and kind, token-length stats and truncation.
+    """Counts per split and kind, rows each training method can use, token-length stats and
+    truncation.
 
     Args:
         stats: the ``SplitStats`` of each split in ``SPLITS``.
@@ -333,6 +334,9 @@ def split_report(stats: dict[str, SplitStats], cfg) -> dict[str, Any]:
     return {
         "max_length": cfg.format.max_length,
         "splits": splits,
+        # How many rows each training method can use (tuneline.splits.METHOD_ROWS): a
+        # preference method on a split without preference rows shows 0 here, before train.
+        "rows_per_method": {s: method_counts_from_kinds(stats[s].kinds) for s in SPLITS},
         "tokens": {s: length_stats(stats[s].n_tokens) for s in SPLITS},
         "truncated": {"count": n_truncated, "share": round(n_truncated / max(n_rows, 1), 4)},
     }
@@ -355,6 +359,14 @@ def summary(report: dict[str, Any]) -> str:
         kinds = ", ".join(f"{k}: {n}" for k, n in st["by_kind"].items()) or "-"
         lengths = f"{tk['min']} / {tk['p50']:g} / {tk['p95']:g} / {tk['max']}"
         lines.append(f"| {s} | {st['records']} | {kinds} | {lengths} | {st['truncated']} |")
+    per_method = report.get("rows_per_method")  # absent from reports of older runs
+    if per_method:
+        lines.append("")
+        lines.append(
+            "Train rows per method: "
+            + ", ".join(f"{m} {n}" for m, n in per_method["train"].items())
+            + " (kto makes two examples of each)."
+        )
     tr = report["truncated"]
     lines.append("")
     lines.append(

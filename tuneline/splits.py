@@ -9,7 +9,8 @@ never a dict with a missing key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -142,8 +143,124 @@ def sft_example(row: SplitRow, eos_token: str | None) -> dict[str, str]:
         row: a split row.
         eos_token: the tokenizer's eos token.
     """
-    completion = row.completion
-    if eos_token:
-        stripped = completion.rstrip()
-        completion = stripped if stripped.endswith(eos_token) else completion + eos_token
-    return {"prompt": row.prompt, "completion": completion}
+    return {"prompt": row.prompt, "completion": _one_eos(row.completion, eos_token)}
+
+
+def _one_eos(text: str, eos_token: str | None) -> str:
+    """``text`` ending in exactly one eos: trailing whitespace after an eos dropped, a missing
+    eos added (see ``sft_example``)."""
+    if not eos_token:
+        return text
+    stripped = text.rstrip()
+    return stripped if stripped.endswith(eos_token) else text + eos_token
+
+
+# --------------------------------------------------------------------- rows per method
+
+ROW_KINDS = ("chat", "preference", "text")
+
+METHOD_ROWS: dict[str, tuple[str, ...]] = {
+    # Next-token loss on every token of ``text`` (a preference row: prompt + chosen reply).
+    "cpt": ROW_KINDS,
+    # Loss on the completion (a preference row: its chosen reply; a text row: the document).
+    "sft": ROW_KINDS,
+    # Paired preference: each row is one (prompt, chosen, rejected) triple.
+    "dpo": ("preference",),
+    "orpo": ("preference",),
+    # Unpaired preference: each row gives two examples, chosen desirable, rejected undesirable.
+    "kto": ("preference",),
+}
+"""The row kinds each training method trains on: the contract between format (which reports
+how many train rows each method can use) and train (which gives a method only those rows)."""
+
+KIND_NEEDS = {
+    "preference": "preference rows (a prompt with a chosen and a rejected reply)",
+}
+
+
+def _kinds_of(method: str) -> tuple[str, ...]:
+    try:
+        return METHOD_ROWS[method]
+    except KeyError:
+        raise ValueError(
+            f"no row selection for training method {method!r}; known: {', '.join(METHOD_ROWS)} "
+            "(tuneline.splits.METHOD_ROWS)"
+        ) from None
+
+
+def rows_for_method(method: str, rows: Iterable[SplitRow]) -> list[SplitRow]:
+    """The rows ``method`` trains on, in order (see ``METHOD_ROWS``).
+
+    Raises:
+        ValueError: ``method`` has no entry in ``METHOD_ROWS``.
+    """
+    kinds = _kinds_of(method)
+    return [r for r in rows if r.kind in kinds]
+
+
+def method_counts_from_kinds(kinds: Mapping[str, int]) -> dict[str, int]:
+    """``{method: rows it can use}`` from rows counted by kind (what format gathers as its rows
+    stream by, without keeping them)."""
+    return {m: sum(kinds.get(k, 0) for k in ks) for m, ks in METHOD_ROWS.items()}
+
+
+def method_row_counts(rows: Iterable[SplitRow]) -> dict[str, int]:
+    """``{method: how many of rows it can use}`` for every method of ``METHOD_ROWS`` (rows, not
+    examples: kto makes two examples of each preference row)."""
+    return method_counts_from_kinds(Counter(r.kind for r in rows))
+
+
+def usable_rows(method: str, rows: Iterable[SplitRow]) -> list[SplitRow]:
+    """``rows_for_method``, or an ``InputError`` naming the method and the rows it needs when
+    none of ``rows`` is usable (a method's ``build_trainer`` calls this first).
+
+    Raises:
+        InputError: no row of a kind ``method`` trains on.
+    """
+    rows = list(rows)
+    usable = rows_for_method(method, rows)
+    if not usable:
+        kinds = _kinds_of(method)
+        needs = (
+            KIND_NEEDS[kinds[0]] if len(kinds) == 1 and kinds[0] in KIND_NEEDS
+            else "rows of kind " + " or ".join(kinds)
+        )
+        given = Counter(r.kind for r in rows)
+        have = ", ".join(f"{k}: {n}" for k, n in sorted(given.items())) or "none"
+        raise InputError(
+            f"train: method {method!r} needs {needs}, and the train split has none "
+            f"(rows by kind: {have}); pick another train.method or add such records"
+        )
+    return usable
+
+
+def preference_example(row: SplitRow, eos_token: str | None) -> dict[str, str]:
+    """A preference row as DPO/ORPO see it: ``{"prompt", "chosen", "rejected"}``, each reply
+    ending in one eos (as ``sft_example``).
+
+    Raises:
+        ValueError: ``row`` is not a preference row.
+    """
+    if row.rejected_completion is None:
+        raise ValueError(f"row {row.id!r} is a {row.kind} row, not a preference row")
+    return {
+        "prompt": row.prompt,
+        "chosen": _one_eos(row.completion, eos_token),
+        "rejected": _one_eos(row.rejected_completion, eos_token),
+    }
+
+
+def kto_examples(row: SplitRow, eos_token: str | None) -> list[dict[str, object]]:
+    """A preference row as two unpaired KTO examples ``{"prompt", "completion", "label"}``: the
+    chosen reply desirable (``True``), the rejected one undesirable (``False``)."""
+    ex = preference_example(row, eos_token)
+    return [
+        {"prompt": ex["prompt"], "completion": ex["chosen"], "label": True},
+        {"prompt": ex["prompt"], "completion": ex["rejected"], "label": False},
+    ]
+
+
+def cpt_example(row: SplitRow, eos_token: str | None) -> dict[str, str]:
+    """A row as continued pretraining sees it: ``{"text"}``, the whole sequence (prompt and
+    completion; a preference row's chosen reply) ending in one eos."""
+    return {"text": _one_eos(row.text, eos_token)}

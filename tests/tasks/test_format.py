@@ -435,3 +435,19 @@ def test_no_scratch_left_after_a_run_or_a_failure(store_root, monkeypatch, tmp_p
     with pytest.raises(TypeError):
         run_format(store, inp, config(), key="broken")
     assert list(scratch.root().iterdir()) == []
+
+
+def test_report_counts_the_rows_each_training_method_can_use(mixed):
+    """Chat and text rows serve cpt and sft only; the one preference row serves every method."""
+    from tuneline.splits import method_row_counts
+
+    art, _ = mixed
+    per_method = art.report["rows_per_method"]
+    for s in ("train", "eval"):
+        assert per_method[s] == method_row_counts(load_split(art, s))
+    total = {m: per_method["train"][m] + per_method["eval"][m] for m in per_method["train"]}
+    # 3 chats + 1 preference + 2 texts kept (the chat without a reply is rejected).
+    assert total == {"cpt": 6, "sft": 6, "dpo": 1, "orpo": 1, "kto": 1}
+    md = fmt.STAGE.summary(art.report)
+    counts = ", ".join(f"{m} {n}" for m, n in per_method["train"].items())
+    assert f"Train rows per method: {counts}" in md

@@ -9,14 +9,14 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from tasks.train import sft
+from tasks.train import cpt, dpo, kto, orpo, sft
 from tasks.train.config import METHODS, TrainConfig, find_methods, method_union
 from tuneline.config import ConfigError, PipelineConfig, load_config
 from tuneline.sections import Section
 
 
-def test_sft_is_a_method_found_in_the_package():
-    assert METHODS == {"sft": sft}
+def test_every_method_module_is_found_in_the_package():
+    assert METHODS == {"cpt": cpt, "dpo": dpo, "kto": kto, "orpo": orpo, "sft": sft}
     assert TrainConfig().method == sft.SFTMethod()
 
 
@@ -46,11 +46,14 @@ def test_a_method_with_settings_dumps_in_full():
     assert dump(TrainConfig(), Tuned(beta=0.5), info) == {"name": "tuned", "beta": 0.5}
 
 
-@pytest.mark.parametrize("given", ["dpo", {"name": "dpo"}, {}, 3])
+KNOWN = "known methods: cpt, dpo, kto, orpo, sft"
+
+
+@pytest.mark.parametrize("given", ["ppo", {"name": "ppo"}, {}, 3])
 def test_an_unknown_method_is_refused_with_the_known_ones(given):
-    with pytest.raises(ValidationError, match="known methods: sft"):
+    with pytest.raises(ValidationError, match=KNOWN):
         TrainConfig.model_validate({"method": given})
-    with pytest.raises(ConfigError, match=r"train\.method: .*known methods: sft"):
+    with pytest.raises(ConfigError, match=rf"train\.method: .*{KNOWN}"):
         load_config(None, [f"train.method={given!r}"])  # YAML reads Python's repr of these
 
 
@@ -58,7 +61,7 @@ def test_the_schema_accepts_a_bare_name():
     # Prefect checks the deployments' parameters (which hold `method: sft`) against this schema.
     schema = PipelineConfig.model_json_schema()["$defs"]["TrainConfig"]["properties"]["method"]
     by_name, by_model = schema["anyOf"]
-    assert by_name == {"type": "string", "enum": ["sft"]}
+    assert by_name == {"type": "string", "enum": ["cpt", "dpo", "kto", "orpo", "sft"]}
     assert by_model["discriminator"]["propertyName"] == "name"
 
 
