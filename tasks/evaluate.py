@@ -7,7 +7,7 @@ mean token NLL of the replies (what was trained, and the headline ``loss``), ``l
 of the whole rendered text. The base is rebuilt the way
 train built it (same hub id or path; same seed for the tiny Llama) and the tuned model is that
 base with the train artifact's adapter, so one model in memory serves both (PEFT's
-``disable_adapter`` gives the base back). A few greedy answers from both show what changed.
+``disable_adapter`` gives the base back); a fully trained model (``model/``) loads beside it. A few greedy answers from both show what changed.
 Writes ``report.json`` (through the report) and ``report.md``.
 """
 
@@ -172,6 +172,38 @@ def summary(r: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ run
 
 
+def load_trained(cfg, trained: Artifact, tokenizer):
+    """The tuned model, and a context manager giving the base to compare it with.
+
+    An adapter (``adapter/``) goes onto the rebuilt base, so one model in memory serves both
+    (PEFT's ``disable_adapter`` gives the base back); a fully trained model (``model/``, from
+    train.adapter full or hft) loads beside a rebuilt base.
+    """
+    import contextlib
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    # bf16 halves a real model's memory on a GPU; the tiny model is always built in float32.
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+    base = load_base_model(cfg.model, tokenizer, dtype=dtype)
+    if (trained.path / "model").is_dir():
+        tuned = AutoModelForCausalLM.from_pretrained(trained.path / "model", dtype=dtype or "auto")
+        base = base.to(device).eval()
+        return tuned.to(device).eval(), lambda: contextlib.nullcontext(base)
+    model = PeftModel.from_pretrained(base, trained.path / "adapter").to(device).eval()
+
+    @contextlib.contextmanager
+    def adapter_off():
+        with model.disable_adapter():
+            yield model
+
+    return model, adapter_off
+
+
 def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     """Scores base and tuned model on the eval split and samples a few answers from each.
 
@@ -183,9 +215,6 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     Raises:
         InputError: the eval split is empty.
     """
-    import torch
-    from peft import PeftModel
-
     fmt, trained = inputs
     ev = cfg.evaluate
     rows = load_split(fmt, "eval")[: ev.max_examples]
@@ -195,15 +224,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
             "format.eval_fraction or add data, then re-run format"
         )
     tokenizer = load_tokenizer(cfg.model, trained.path / "tokenizer")
-    cuda = torch.cuda.is_available()
-    # bf16 halves a real model's memory on a GPU; the tiny model is always built in float32.
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
-    model = load_base_model(cfg.model, tokenizer, dtype=dtype)
-    model = (
-        PeftModel.from_pretrained(model, trained.path / "adapter")
-        .to("cuda" if cuda else "cpu")
-        .eval()
-    )
+    model, as_base = load_trained(cfg, trained, tokenizer)
 
     max_length = min(ev.max_length, getattr(model.config, "max_position_embeddings", ev.max_length))
     examples = [sft_example(r, tokenizer.eos_token) for r in rows]
@@ -211,14 +232,14 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     batches = [encoded[i : i + ev.batch_size] for i in range(0, len(encoded), ev.batch_size)]
     pad_id = tokenizer.pad_token_id  # load_tokenizer falls back to eos when a model has none
 
-    with model.disable_adapter():
-        base = score(model, batches, pad_id, "base")
+    with as_base() as base_model:
+        base = score(base_model, batches, pad_id, "base")
     tuned = score(model, batches, pad_id, "tuned")
 
     samples = []
     for row in [r for r in rows if r.prompt][: ev.num_samples]:
-        with model.disable_adapter():
-            base_answer = generate(model, tokenizer, row.prompt, ev.max_new_tokens)
+        with as_base() as base_model:
+            base_answer = generate(base_model, tokenizer, row.prompt, ev.max_new_tokens)
         samples.append(
             {
                 "id": row.id,

@@ -899,6 +899,7 @@ class ArtifactWriter:
         self.reasons: dict[str, int] = {}
         self.started = time.time()
         self.committed = False
+        self._after_commit: list[Callable[[], None]] = []
 
     # -- records --
 
@@ -1000,7 +1001,14 @@ class ArtifactWriter:
             _place(self.path, store._cached(self.stage, self.key, generation), body)
             shutil.rmtree(self.path, ignore_errors=True)  # gone already unless a current copy was cached
         self.committed = True
+        for cleanup in self._after_commit:
+            cleanup()
         return store.ref(self.stage, self.key)
+
+    def on_commit(self, cleanup: Callable[[], None]) -> None:
+        """Runs ``cleanup`` once the artifact is published (not if the run fails): for work
+        files that must outlive a crash, like a trainer's resumable checkpoints."""
+        self._after_commit.append(cleanup)
 
     def _fence(self) -> None:
         if self.fence is not None:

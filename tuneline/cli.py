@@ -294,5 +294,147 @@ def verify(config: ConfigArg = None, set_: SetOpt = None) -> None:
         raise typer.Exit(1)
 
 
+@app.command()
+def plan(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    gpu_memory: Annotated[
+        str, typer.Option("--gpu-memory", help="Memory of one GPU: 80GiB, 141GB, '24 GiB'.")
+    ] = "80GiB",
+    shape: Annotated[
+        str | None, typer.Option("--shape", help="Plan for a bench shape instead of model: llama-3.2-1b, llama-3-8b.")
+    ] = None,
+    model_config: Annotated[
+        Path | None, typer.Option("--model-config", help="Plan for the model in this config.json instead of model:.")
+    ] = None,
+    peak_tflops: Annotated[float, typer.Option("--peak-tflops", help="The GPU's bf16 peak (H200: 790).")] = 790.0,
+    mfu: Annotated[float, typer.Option("--mfu", help="Achieved fraction of the peak (bench median: 0.33).")] = 0.33,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """GPU memory and tokens/s of the train stage from the model's config alone; the largest
+    micro-batch that fits --gpu-memory, with or without gradient checkpointing."""
+    if shape or model_config:  # a pretrained model, not the tiny one (and not its length limit)
+        set_ = [f"model.name_or_path={shape or model_config}", *(set_ or [])]
+    from tasks.train import adapters
+    from tasks.train import plan as planner
+
+    with adapters.no_device_checks():  # a GPU config is planned on any machine
+        cfg = _load(config, set_)
+
+    try:
+        gpu = planner.parse_memory(gpu_memory)
+        if shape and model_config:
+            raise planner.PlanError("give --shape or --model-config, not both")
+        arch = (
+            planner.shape(shape) if shape
+            else planner.read_model_config(model_config) if model_config
+            else planner.arch_of(cfg)
+        )
+        if peak_tflops <= 0 or not 0 < mfu <= 1:
+            raise planner.PlanError("--peak-tflops must be positive and --mfu in (0, 1]")
+        result = planner.plan(planner.setup_of(cfg, arch), gpu, peak_tflops, mfu)
+    except planner.PlanError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=1) + "\n")
+        return
+    s, mem, rec = result["setup"], result["memory"], result["recommendation"]
+    gib = 2**30
+    ckpt = "on" if s["gradient_checkpointing"] else "off"
+    console.print(
+        f"train plan: {s['arch']['name']} ({result['params']['total'] / 1e9:.2f}B params), "
+        f"{s['adapter']}, batch {s['batch_size']} × {s['seq_len']} tokens, checkpointing {ckpt}, "
+        f"{s['attention']} attention, logits {result['assumptions']['logits']}"
+    )
+    t = Table()
+    t.add_column("peak GPU memory", overflow="fold")
+    t.add_column("GiB", justify="right")
+    for part in ("weights", "trainable", "gradients", "optimizer", "activations", "logits", "workspace"):
+        t.add_row(part, f"{mem[part] / gib:.2f}")
+    t.add_row("allocated (torch peak)", f"{mem['allocated'] / gib:.2f}")
+    t.add_row("CUDA context + allocator slack", f"{mem['overhead'] / gib:.2f}")
+    t.add_row("[bold]total[/bold]", f"[bold]{mem['total'] / gib:.2f}[/bold]")
+    console.print(t)
+    speed = result["speed"]
+    console.print(
+        f"trainable params: {result['params']['trainable']:,}   tokens/s: ~{speed['tokens_per_s']:,.0f} "
+        f"(peak {peak_tflops:g} TFLOP/s × MFU {mfu:g})   s/optimizer step: {speed['step_s']:.2f}"
+    )
+    verdict = "[green]fits[/green]" if rec["fits_as_written"] else "[red]does not fit[/red]"
+    console.print(f"as written: {verdict} in {gpu / gib:.1f} GiB   recommended: {rec['advice']}")
+
+
+@app.command()
+def merge(
+    adapters: Annotated[
+        list[Path],
+        typer.Argument(help="Adapters to combine: train artifact folders (with adapter/) or PEFT adapter folders."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write model/ (or adapter/), tokenizer/, merge.json.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Pipeline YAML whose model: is the adapters' base (default: the demo's).")
+    ] = None,
+    set_: SetOpt = None,
+    weights: Annotated[
+        list[float] | None, typer.Option("--weight", "-w", help="One per adapter, in order (repeatable; default 1.0 each).")
+    ] = None,
+    combination: Annotated[
+        str, typer.Option("--combination", help="cat (exact weighted sum), linear, svd, ties, dare_linear, dare_ties, ...")
+    ] = "cat",
+    density: Annotated[float | None, typer.Option("--density", help="Share kept by ties/dare/magnitude_prune.")] = None,
+    svd_rank: Annotated[int | None, typer.Option("--svd-rank", help="Rank of a *_svd result.")] = None,
+    adapter_only: Annotated[
+        bool, typer.Option("--adapter-only", help="Write the combined adapter instead of a standalone merged model.")
+    ] = False,
+    tokenizer: Annotated[Path | None, typer.Option("--tokenizer", help="Tokenizer folder (default: the first train artifact's).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")] = False,
+) -> None:
+    """Combines adapters trained on one base (PEFT add_weighted_adapter) and merges the result
+    into a standalone model; runs alone, on any train artifacts."""
+    from tasks.train.merge import merge_adapters, merge_settings
+    from tuneline.errors import TunelineError
+
+    cfg = _load(config, set_)
+    data = {"adapters": adapters, "weights": weights or None, "combination": combination, "unload": not adapter_only}
+    if density is not None:
+        data["density"] = density
+    if svd_rank is not None:
+        data["svd_rank"] = svd_rank
+    try:
+        settings = merge_settings(data)
+        result = merge_adapters(settings, cfg.model, out, tokenizer_path=tokenizer, overwrite=overwrite)
+    except (ConfigError, TunelineError) as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    kind = "model" if settings.unload else "adapter"
+    console.print(
+        f"merged {len(adapters)} adapter(s) with {settings.combination} into {out / kind} "
+        f"(inputs and checksums in {out / 'merge.json'})"
+    )
+    del result
+
+
+@app.command("accelerate-config")
+def accelerate_config(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    cpu: Annotated[
+        bool | None, typer.Option("--cpu/--gpu", help="Processes on CPU (gloo) or GPUs (default: what this machine has).")
+    ] = None,
+) -> None:
+    """Prints the accelerate config the train stage launches with (train.distributed), to
+    launch `python -m tasks.train.worker` by hand: another scheduler, several nodes."""
+    from tasks.train import adapters, distributed
+
+    with adapters.no_device_checks():  # written here, launched on the GPU machine
+        cfg = _load(config, set_)
+    try:
+        sys.stdout.write(distributed.render(cfg, cpu=cpu))
+    except ConfigError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
 if __name__ == "__main__":
     app()

@@ -70,13 +70,22 @@ def load_tokenizer(model: ModelConfig, path: str | Path | None = None):
     return tok
 
 
-def load_base_model(model: ModelConfig, tokenizer, dtype=None):
-    """The base causal LM: from_pretrained for a hub id/path, else the seeded tiny Llama."""
+def load_base_model(model: ModelConfig, tokenizer, dtype=None, **kwargs):
+    """The base causal LM: from_pretrained for a hub id/path, else the seeded tiny Llama.
+
+    Args:
+        model: the ``model`` section.
+        tokenizer: the tokenizer (the tiny model's vocabulary is its size).
+        dtype: weight dtype (None: the checkpoint's, float32 for the tiny model).
+        kwargs: more ``from_pretrained`` arguments (``quantization_config``,
+            ``attn_implementation``); the tiny model takes ``attn_implementation`` only.
+    """
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+    extra = kwargs
     if model.name_or_path:
-        kwargs = {"trust_remote_code": model.trust_remote_code}
+        kwargs = {"trust_remote_code": model.trust_remote_code, **extra}
         if model.revision:
             kwargs["revision"] = model.revision
         if dtype is not None:
@@ -97,6 +106,8 @@ def load_base_model(model: ModelConfig, tokenizer, dtype=None):
         tie_word_embeddings=False,
         initializer_range=t.initializer_range,
     )
+    if extra.get("attn_implementation"):
+        config._attn_implementation = extra["attn_implementation"]
     # Same seed, same weights: evaluate rebuilds exactly the base that train started from.
     with torch.random.fork_rng():
         torch.manual_seed(t.seed)

@@ -21,13 +21,14 @@ from pydantic import (
     GetJsonSchemaHandler,
     field_serializer,
     field_validator,
+    model_validator,
 )
 from pydantic_core import CoreSchema
 
 from tuneline.sections import ModelConfig, Section
 
 DEFAULT_METHOD = "sft"
-NOT_METHODS = {"config"}  # modules of this package that are not methods
+NOT_METHODS = {"config", "adapters", "distributed", "merge", "plan", "worker"}  # modules here that are not methods
 
 
 # -------------------------------------------------------------------------------- methods
@@ -127,13 +128,70 @@ class LoraConfig(Section):
     )
 
 
+ADAPTERS = ("lora", "dora", "qlora", "full", "hft")
+
+
+class HftConfig(Section):
+    """Half fine-tuning (HFT, Hui et al. 2024): full fine-tuning in rounds, each training one
+    half of the decoder's parameter groups while the other half keeps its weights."""
+
+    round_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description="Optimizer steps per round. Empty (null): a quarter of the run, so each half "
+        "trains twice.",
+    )
+
+
+class DistributedConfig(Section):
+    """Several processes (GPUs) through `accelerate launch`; tuneline writes its config."""
+
+    strategy: Literal["none", "ddp", "fsdp"] = Field(
+        default="none",
+        description="none: one process. ddp: a full replica per process, gradients averaged. "
+        "fsdp: parameters, gradients and optimizer states sharded across processes.",
+    )
+    num_processes: int = Field(
+        default=1, ge=1, description="Processes to launch (one per GPU; CPU processes use gloo)."
+    )
+    fsdp_sharding: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD"] = Field(
+        default="FULL_SHARD",
+        description="FSDP sharding: FULL_SHARD (least memory), SHARD_GRAD_OP (less "
+        "communication), HYBRID_SHARD (full shard within a node, replicas across nodes).",
+    )
+    main_process_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Rendezvous port of the launched processes. Empty (null): a free port.",
+    )
+
+    @model_validator(mode="after")
+    def check_processes_match_strategy(self) -> DistributedConfig:
+        if self.strategy == "none" and self.num_processes > 1:
+            raise ValueError(
+                f"num_processes is {self.num_processes} but strategy is none; set strategy: ddp "
+                "(or fsdp) to launch several processes"
+            )
+        return self
+
+
 class TrainConfig(Section):
     method: Method = Field(
         default_factory=lambda: METHODS[DEFAULT_METHOD].CONFIG(),
         description="Training objective and its settings: a method name (sft) or a mapping "
         "{name: sft, ...}. One module per method in tasks/train/.",
     )
-    lora: LoraConfig = Field(default_factory=LoraConfig, description="PEFT LoRA adapter.")
+    adapter: Literal["lora", "dora", "qlora", "full", "hft"] = Field(
+        default="lora",
+        description="What trains. lora: low-rank adapter (PEFT). dora: LoRA with weight "
+        "decomposition (PEFT use_dora). qlora: LoRA on 4-bit NF4 weights (bitsandbytes, needs "
+        "CUDA). full: every weight. hft: half fine-tuning, full fine-tuning in alternating halves.",
+    )
+    lora: LoraConfig = Field(
+        default_factory=LoraConfig, description="The low-rank adapter (lora, dora, qlora)."
+    )
+    hft: HftConfig = Field(default_factory=HftConfig, description="Half fine-tuning rounds (hft).")
     learning_rate: float | None = Field(
         default=None,
         gt=0,
@@ -150,6 +208,31 @@ class TrainConfig(Section):
     packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
     seed: int = Field(default=0, description="Training seed.")
     logging_steps: int = Field(default=5, ge=1, description="Log the loss every N steps.")
+    checkpoint_steps: int = Field(
+        default=50,
+        ge=0,
+        description="Save a resumable checkpoint every N optimizer steps, outside the artifact "
+        "until it is committed; a killed run resumes from the last one. 0: no checkpoints.",
+    )
+    gradient_checkpointing: bool | None = Field(
+        default=None,
+        description="Recompute activations in the backward pass (less memory, ~30% slower). "
+        "Empty (null): on with CUDA, off on CPU. `tuneline plan` says whether you need it.",
+    )
+    liger_kernel: bool = Field(
+        default=False,
+        description="Liger's fused Triton kernels (linear cross-entropy without full-vocab logits, "
+        "RMSNorm, RoPE, SwiGLU); needs CUDA and `pip install liger-kernel`.",
+    )
+    attention: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        default="auto",
+        description="Attention kernel. auto: flash_attention_2 on CUDA when flash-attn is "
+        "installed, else sdpa. Packed rows stay separate on every path (position ids).",
+    )
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig,
+        description="Several processes through accelerate launch (DDP, FSDP).",
+    )
 
     @field_validator("method", mode="before")
     @classmethod

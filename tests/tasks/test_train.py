@@ -109,6 +109,18 @@ def test_loss_plot_is_a_png(trained):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
 
 
+def test_curves_plot_loss_learning_rate_grad_norm_and_speed(trained):
+    _, _, _, art = trained
+    assert art.report["curves"] == ["loss", "learning_rate", "grad_norm", "tokens_per_s"]
+    data = (art.path / "curves.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
+    history = json.loads((art.path / "log_history.json").read_text())
+    speeds = [h["tokens_per_s"] for h in history if "tokens_per_s" in h]
+    assert len(speeds) == sum("loss" in h for h in history) - 1 and min(speeds) > 0
+    lrs = [h["learning_rate"] for h in history if "learning_rate" in h]
+    assert lrs[-1] < lrs[0]  # the schedule decays
+
+
 def split_row(kind: str, prompt: str, completion: str) -> SplitRow:
     text = prompt + completion
     return SplitRow(
