@@ -82,6 +82,9 @@ def training_args(cfg, output_dir: str) -> dict[str, Any]:
         bf16=cuda and torch.cuda.is_bf16_supported(),
         activation_checkpointing=checkpointing,
         use_liger_kernel=t.liger_kernel,
+        # Every trainable weight is in every forward pass, so DDP need not search the graph
+        # for unused ones each step; hft's frozen half is unused by design, so it must.
+        ddp_find_unused_parameters=t.adapter == "hft",
         disable_tqdm=not progress.enabled(),
     )
 

@@ -28,6 +28,7 @@ from pydantic_core import CoreSchema
 from tuneline.sections import ModelConfig, Section
 
 DEFAULT_METHOD = "sft"
+PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # learn from chosen vs rejected replies
 NOT_METHODS = {"config", "adapters", "distributed", "merge", "plan", "worker"}  # modules here that are not methods
 
 
@@ -196,7 +197,8 @@ class TrainConfig(Section):
         default=None,
         gt=0,
         description="Peak learning rate. Empty (null): 1e-2 for the tiny model (random weights, tiny "
-        "data), 2e-4 for a pretrained model (the usual LoRA rate).",
+        "data); for a pretrained model 2e-4 with an adapter, 2e-5 for full and hft, and 40x less "
+        "for dpo, orpo and kto (5e-6 with LoRA).",
     )
     epochs: float = Field(default=5, gt=0, description="Passes over the train split.")
     max_steps: int = Field(default=-1, description="Stop after this many steps (-1: use epochs).")
@@ -270,6 +272,14 @@ class TrainConfig(Section):
         return method.model_dump(mode=info.mode)
 
     def resolved_learning_rate(self, model: ModelConfig) -> float:
+        """``learning_rate``, or the usual rate for this model, method and adapter: the tiny
+        model's random weights take 1e-2; a pretrained model 2e-4 with an adapter and 2e-5
+        for its own weights, and a preference method (dpo, orpo, kto) 40x less, as the
+        alignment-handbook recipes use (5e-6 with LoRA): its loss pushes on log-ratios and
+        diverges at supervised rates."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return 1e-2 if model.name_or_path is None else 2e-4
+        if model.name_or_path is None:
+            return 1e-2
+        rate = 2e-5 if self.adapter in ("full", "hft") else 2e-4
+        return rate / 40 if self.method.name in PREFERENCE_METHODS else rate

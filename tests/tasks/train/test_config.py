@@ -126,3 +126,20 @@ def test_an_incomplete_or_duplicate_method_module_is_an_error(tmp_path, monkeypa
     )
     with pytest.raises(ValueError, match="'alpha' is defined twice"):
         find_methods("methods_pkg_twice")
+
+
+@pytest.mark.parametrize(
+    "model, train, rate",
+    [
+        ({}, {}, 1e-2),
+        ({}, {"method": "dpo", "adapter": "full"}, 1e-2),  # random weights: the same fast rate
+        ({"name_or_path": "m"}, {}, 2e-4),
+        ({"name_or_path": "m"}, {"adapter": "full"}, 2e-5),
+        ({"name_or_path": "m"}, {"method": "dpo"}, 5e-6),
+        ({"name_or_path": "m"}, {"method": "kto", "adapter": "hft"}, 5e-7),
+        ({"name_or_path": "m"}, {"method": "orpo", "learning_rate": 1e-4}, 1e-4),
+    ],
+)
+def test_the_default_learning_rate_fits_model_method_and_adapter(model, train, rate):
+    cfg = PipelineConfig.model_validate({"model": model, "train": train})
+    assert cfg.train.resolved_learning_rate(cfg.model) == pytest.approx(rate)
