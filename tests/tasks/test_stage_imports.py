@@ -55,7 +55,7 @@ def package_of(path: Path) -> str:
 
 def test_no_stage_imports_another_stage():
     files = sorted(TASKS.rglob("*.py"))
-    assert TASKS / "evaluate.py" in files and TASKS / "train" / "sft.py" in files
+    assert TASKS / "dedup.py" in files and TASKS / "train" / "sft.py" in files
     offenders = {
         str(f.relative_to(TASKS.parent)): bad
         for f in files
@@ -86,4 +86,4 @@ def test_the_check_sees_every_way_of_importing_a_stage():
     ]
     assert package_of(TASKS / "train" / "sft.py") == "tasks.train"
     assert package_of(TASKS / "train" / "__init__.py") == "tasks.train"
-    assert package_of(TASKS / "evaluate.py") == "tasks"
+    assert package_of(TASKS / "dedup.py") == "tasks"
