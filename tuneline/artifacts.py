@@ -458,6 +458,18 @@ class ArtifactStore:
         keys = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
         return [k for k in keys if not k.startswith(".") and self.exists(stage, k)]
 
+    def list_runs(self) -> list[str]:
+        """The paths of the run lineage records (``<root>/runs/*.json``, see tuneline.runner)."""
+        base = f"{self._root_path}/runs"
+        if not self.fs.exists(base):
+            return []
+        names = [p.rstrip("/") for p in self.fs.ls(base, detail=False)]
+        return sorted(p for p in names if p.endswith(".json") and not p.rsplit("/", 1)[-1].startswith("."))
+
+    def read_run(self, path: str) -> bytes:
+        """One lineage record's bytes (a path from ``list_runs``)."""
+        return self.fs.cat_file(path)
+
     def generations(self, stage: str, key: str) -> list[str]:
         """Every generation folder of a key (published, replaced, or never published), oldest first."""
         try:

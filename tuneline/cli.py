@@ -436,5 +436,47 @@ def accelerate_config(
         raise typer.Exit(2) from None
 
 
+@app.command("runs")
+def runs_cmd(
+    config: ConfigArg = None,
+    set_: SetOpt = None,
+    every: Annotated[bool, typer.Option("--all", help="Every run in the store, not only this config's run.name.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the headline metrics over time into this PNG.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """The runs of a config (its run.name) from the run lineage records: when, which train and
+    evaluate artifacts, and their headline metrics; --plot draws them over time."""
+    from tuneline import monitoring
+    from tuneline.artifacts import ArtifactStore
+
+    cfg = _load(config, set_)
+    store = ArtifactStore(cfg.run.artifact_root)
+    name = None if every else cfg.run.name
+    rows = monitoring.runs(store, name)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=1) + "\n")
+    if not rows:
+        err.print(f"no runs of {name or 'any pipeline'} in {cfg.run.artifact_root} (a run leaves a record when it finishes)")
+        raise typer.Exit(1)
+    if not as_json:
+        cols = monitoring.metric_columns(rows)
+        t = Table(title=f"runs of {name or 'every pipeline'} ({len(rows)})")
+        for c in ["finished", *([] if name else ["run"]), "s", "train", "evaluate", *cols]:
+            t.add_column(c, justify="right" if c not in ("finished", "run", "train", "evaluate") else "left")
+        for r in rows:
+            cells = [(r["finished"] or "").replace("T", " ")[:16], *([] if name else [str(r["run"])]), f"{r['seconds'] or 0:.0f}"]
+            cells += [r["train_key"] or "-", r["evaluate_key"] or "-"]
+            cells += [f"{r[c]:.4g}" if isinstance(r.get(c), int | float) else "-" for c in cols]
+            t.add_row(*cells)
+        console.print(t)
+    if plot is not None:
+        try:
+            drawn = monitoring.plot(rows, plot, f"runs of {name or 'every pipeline'}")
+        except ValueError as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(1) from None
+        err.print(f"plotted {', '.join(drawn)} over {len(rows)} runs: {plot}")
+
+
 if __name__ == "__main__":
     app()

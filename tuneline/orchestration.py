@@ -15,6 +15,7 @@ Prefect; stage code never does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Iterator
@@ -65,10 +66,32 @@ class PrefectReporter(progress.Reporter):
         return PrefectProgress(stage, description)
 
 
-def publish_report(stage: Stage, report: dict[str, Any], ref: ArtifactRef, reused: bool = False) -> None:
-    """Shows the report in the Prefect UI as keyed table and markdown artifacts."""
+def headline_key(run_name: str, stage: str) -> str:
+    """The Prefect artifact key of a run's headline table: stable across runs of one pipeline
+    (so the UI's artifact page lists them as its history), lowercase letters, digits, dashes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", run_name.lower()).strip("-") or "run"
+    return f"{slug}-{stage}-headline"
+
+
+def publish_report(
+    stage: Stage, report: dict[str, Any], ref: ArtifactRef, reused: bool = False, run_name: str | None = None
+) -> None:
+    """Shows the report in the Prefect UI as keyed table and markdown artifacts, and the
+    stage's headline numbers as a table under a key that stays the same for every run of the
+    pipeline (``<run>-<stage>-headline``): its versions are the run-over-run history."""
     if not in_prefect_run():
         return
+    if stage.headline is not None and run_name is not None:
+        try:
+            numbers = stage.headline(report)
+        except (KeyError, TypeError, ValueError):  # an old report without the fields
+            numbers = {}
+        if numbers:
+            create_table_artifact(
+                key=headline_key(run_name, stage.name),
+                table=[{"artifact": ref.key[:12], "reused": reused, **numbers}],
+                description=f"{run_name}: {stage.name} headline metrics (one version per run)",
+            )
     rows = [{"metric": k, "value": str(v)} for k, v in flatten_report(report)]
     note = f"artifact {ref.key[:12]}{', reused' if reused else ''}"
     create_table_artifact(key=f"{stage.name}-report", table=rows, description=f"{stage.name} report ({note})")
@@ -97,7 +120,8 @@ def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:
 def _run(name: str, cfg: Any, inputs: list[ArtifactRef], force: bool = False) -> StageOutcome:
     stage = registry.get(name)
     with progress.reporting(PrefectReporter()):
-        return execute(stage, cfg, inputs, force=force, hooks=StageHooks(logger=get_run_logger(), publish=publish_report))
+        publish = functools.partial(publish_report, run_name=cfg.run.name)
+        return execute(stage, cfg, inputs, force=force, hooks=StageHooks(logger=get_run_logger(), publish=publish))
 
 
 def stage_task(stage: Stage, run_cfg: RunConfig):

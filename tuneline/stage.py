@@ -14,7 +14,8 @@ A stage module (or package) under ``tasks/`` defines ``STAGE = Stage(...)``:
 - ``summary(report) -> markdown``: its report for people (the Prefect UI, run reports);
 - optionally ``source_keys(cfg)``: content hashes of files read from outside the store (ingest's
   sources), ``check(cfg)``: cross-section rules on its slice (raise ``ValueError``), and
-  ``highlights(report)``: the one line the CLI prints for it.
+  ``highlights(report)``: the one line the CLI prints for it; ``headline(report)``: the numbers
+  followed from run to run (`tuneline runs`, the Prefect `<run>-headline` table).
 
 Nothing here imports Prefect: ``tuneline.orchestration`` wraps ``execute`` in a task, and passes
 the hooks (logging, the UI's report artifacts) through ``StageHooks``.
@@ -95,6 +96,9 @@ class Stage:
     source_keys: Callable[[Any], list[str]] | None = None
     check: Callable[[Any], None] | None = None
     highlights: Callable[[dict[str, Any]], str] | None = None
+    # The few numbers of a report that are followed from run to run (`tuneline runs`, the
+    # `<run>-headline` Prefect table): {"name": number}.
+    headline: Callable[[dict[str, Any]], dict[str, float]] | None = None
     module: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

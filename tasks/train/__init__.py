@@ -424,6 +424,11 @@ def check_train_config(cfg) -> None:
     adapters.check_runs_here(cfg)
 
 
+def headline(report: dict[str, Any]) -> dict[str, float]:
+    """Followed from run to run: the mean and last training loss, and trained tokens/s."""
+    return {k: report[k] for k in ("train_loss", "last_loss", "tokens_per_s")}
+
+
 def highlights(report: dict[str, Any]) -> str:
     return f"train loss {report['train_loss']:.3f}" if "train_loss" in report else ""
 
@@ -439,5 +444,6 @@ STAGE = Stage(
     records=False,
     check=check_train_config,
     highlights=highlights,
+    headline=headline,
     description="TRL training with PEFT.",
 )

@@ -12,6 +12,7 @@ import pytest
 from flows.finetune import finetune
 from tuneline.artifacts import ArtifactRef, ArtifactStore
 from tuneline.config import STAGES, load_config
+from tuneline.orchestration import headline_key
 from tuneline.pipeline import plan_keys
 from tuneline.runner import MissingArtifact
 
@@ -105,6 +106,12 @@ def test_second_run_reuses_every_stage_and_still_shows_reports(first_run):
         arts = client.read_artifacts(flow_run_filter=None, limit=200)
     reused = {a.key for a in arts if a.key and "reused" in (a.description or "")}
     assert reused == {f"{s}-{kind}" for s in STAGES for kind in ("report", "summary")}
+    # The headline table keeps one key for every run of the pipeline: its versions are the
+    # run-over-run history the UI's artifact page shows.
+    key = headline_key(cfg.run.name, "train")
+    history = [a for a in arts if a.key == key]
+    assert len(history) >= 2, [a.key for a in arts]
+    assert all("train_loss" in str(a.data) for a in history)
 
 
 def test_changing_dedup_reruns_dedup_and_after_only(first_run, workdir, repo_root_module):
