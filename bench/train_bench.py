@@ -302,9 +302,22 @@ def run_sft(name: str, spec: dict, bl, shape: dict, args) -> dict:
     ckpt = bool(trainer.args.gradient_checkpointing)
     res = dict(model=spec["model"], variant=name,
                **measure(trainer, meter, args, n_params, 6 if ckpt else 4),
-               liger=cfg.train.liger_kernel, attention=attention, ckpt=ckpt)
+               liger=cfg.train.liger_kernel, attention=attention, ckpt=ckpt,
+               plan_gib=planned_gib(cfg, spec, args))
     del trainer, model
     return res
+
+
+def planned_gib(cfg, spec: dict, args) -> float | None:
+    """What `tuneline plan` predicts for this variant's peak (torch's allocated bytes), to set
+    beside the measured peak: the planner's check on the stage's own settings."""
+    if args.tiny:
+        return None
+    from tasks.train import plan as planner
+
+    shape_name = {"1b": "llama-3.2-1b", "8b": "llama-3-8b"}[spec["model"]]
+    setup = planner.setup_of(cfg, planner.shape(shape_name))
+    return round(planner.estimate_memory(setup)["allocated"] / 2**30, 2)
 
 
 def dpo_data(bl, shape, args):
@@ -379,19 +392,21 @@ def fmt_int(v):
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| variant | what | tokens/s | s/step | pad | peak GiB | MFU | attention | liger | ckpt |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | what | tokens/s | s/step | pad | peak GiB | plan GiB | MFU | attention | liger | ckpt |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         label = VARIANTS.get(r["variant"], {}).get("label", "")
         if "real_tokens_per_s" not in r:
             why = r.get("error") or r.get("skipped") or "?"
-            lines.append(f"| {r['variant']} | {label} | {why[:120]} | | | | | | | |")
+            lines.append(f"| {r['variant']} | {label} | {why[:120]} | | | | | | | | |")
             continue
         mfu = r.get("mfu_vs_790tflops")
         peak = r.get("peak_gib")
+        planned = "-" if r.get("plan_gib") is None else f"{r['plan_gib']:.1f}"
         lines.append(
             f"| {r['variant']} | {label} | {fmt_int(r['real_tokens_per_s'])} | {r['sec_per_step']:.3f} | "
             f"{r['pad_fraction']:.0%} | {'-' if peak is None or math.isnan(peak) else f'{peak:.1f}'} | "
+            f"{planned} | "
             f"{'-' if mfu is None else f'{mfu:.2f}'} | {r.get('attention', '-')} | {r.get('liger', '-')} | "
             f"{r.get('ckpt', '-')} |"
         )
