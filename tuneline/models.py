@@ -111,4 +111,13 @@ def load_base_model(model: ModelConfig, tokenizer, dtype=None, **kwargs):
     # Same seed, same weights: evaluate rebuilds exactly the base that train started from.
     with torch.random.fork_rng():
         torch.manual_seed(t.seed)
-        return LlamaForCausalLM(config)
+        tiny = LlamaForCausalLM(config)
+    if extra.get("quantization_config") is None:
+        return tiny
+    # Quantized weights (qlora) come only through from_pretrained: save the seeded weights and
+    # load them back quantized, the same path a hub model takes.
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tuneline-tiny-") as tmp:
+        tiny.save_pretrained(tmp)
+        return AutoModelForCausalLM.from_pretrained(tmp, **extra)
