@@ -59,6 +59,11 @@ class DPOMethod(Section):
     loss_type: DPOLoss = Field(
         default="sigmoid", description="DPO loss variant (sigmoid: the paper's; ipo, hinge, ...)."
     )
+    precompute_ref_log_probs: bool = Field(
+        default=False,
+        description="Score every pair with the reference model once before training instead of "
+        "at every step: one forward pass per pair less per epoch (the reference never changes).",
+    )
 
 
 CONFIG = DPOMethod
@@ -111,6 +116,7 @@ def build_trainer(
         max_length=cfg.train.max_length,
         beta=method.beta,
         loss_type=method.loss_type,
+        precompute_ref_log_probs=method.precompute_ref_log_probs,
     )
     return DPOTrainer(
         model=model,

@@ -308,3 +308,12 @@ def test_full_fine_tuning_keeps_a_frozen_reference(module, prefs, tmp_path):
     w_base = base.get_input_embeddings().weight
     assert torch.equal(ref.get_input_embeddings().weight, w_base)  # the reference stayed put
     assert not torch.equal(policy.get_input_embeddings().weight, w_base)  # the policy moved
+
+
+def test_dpo_with_precomputed_reference_log_probs_learns_the_same_way(prefs, tmp_path):
+    """The reference scores every pair once, before training (a column per reply), and the
+    policy still learns to prefer the chosen reply."""
+    method = {"name": "dpo", "precompute_ref_log_probs": True}
+    trainer, before, after = preference_run(dpo, prefs, tmp_path, max_steps=24, method=method)
+    assert {"ref_chosen_logps", "ref_rejected_logps"} <= set(trainer.train_dataset.column_names)
+    assert after > before + 2, (before, after)
