@@ -1,6 +1,6 @@
 """The fine-tuning pipeline as one Prefect flow: it reads like the diagram.
 
-    ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate
+    ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate -> export -> card
 
 Each line is one retryable Prefect task that reuses its artifact when the store already holds
 it for the same config and inputs, so a re-run (scheduled, from the UI, or after a failure)
@@ -17,7 +17,10 @@ from tuneline.config import PipelineConfig, StageName, demo_config
 from tuneline.runner import StageRunner
 
 
-@flow(name="finetune", description="ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate")
+@flow(
+    name="finetune",
+    description="ingest -> pii -> dedup -> augment -> format -> quality -> train -> evaluate -> export -> card",
+)
 def finetune(
     config: PipelineConfig = demo_config(),  # the UI form renders this default
     only: StageName | None = None,
@@ -42,7 +45,9 @@ def finetune(
     splits = step("format", augmented)
     step("quality", raw, scrubbed, unique, splits)  # its gates stop the run before training
     adapter = step("train", splits)
-    step("evaluate", splits, adapter)
+    scores = step("evaluate", splits, adapter)
+    exports = step("export", splits, adapter)  # fails unless every format matches the trained model
+    step("card", adapter, scores, exports)
     step.rest()
     return step.finish()
 
