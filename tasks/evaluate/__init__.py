@@ -7,24 +7,42 @@ mean token NLL of the replies (what was trained, and the headline ``loss``), ``l
 of the whole rendered text. The base is rebuilt the way
 train built it (same hub id or path; same seed for the tiny Llama) and the tuned model is that
 base with the train artifact's adapter, so one model in memory serves both (PEFT's
-``disable_adapter`` gives the base back); a fully trained model (``model/``) loads beside it. A few greedy answers from both show what changed.
-Writes ``report.json`` (through the report) and ``report.md``.
+``disable_adapter`` gives the base back); a fully trained model (``model/``) loads beside it.
+
+Task metrics (``metrics.py``): both models answer up to ``max_generate`` eval prompts greedily
+(``generation.py``, batched), scored by ROUGE-L and exact match against the reference reply;
+with ``function_call`` on, the eval records' tool calls are asked for too (the conversation up
+to the call, as the chat template renders it) and checked as the Berkeley function-calling
+leaderboard's AST checker does. Schema-guided decoding (``schema_guided``) constrains those
+answers to the JSON schema of the row's tools (or ``json_schema``) and reports how many
+outputs are valid JSON for the schema, with and without it.
+Writes ``report.json`` (through the report), ``report.md`` and ``examples.jsonl`` (every
+generated answer with its scores).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from tuneline.artifacts import Artifact, ArtifactWriter
-from tuneline.errors import InputError
+from tuneline.errors import ConfigError, InputError
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.progress import track
 from tuneline.sections import Section
 from tuneline.splits import load_split, sft_example
 from tuneline.stage import Stage
+
+from . import metrics as M
+from .generation import SchemaCompiler, bounded_schema, generate_batch, output_vocab_size
+from .harness import HarnessConfig, run_harness
+from .judge import JudgeConfig, judge
 
 # ------------------------------------------------------------------------------ evaluate
 
@@ -37,8 +55,95 @@ class EvaluateConfig(Section):
         default=512, ge=16, description="Longest scored sequence in tokens; longer examples are cut at the end."
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per forward pass when scoring.")
+    metrics: list[Literal["exact_match", "function_call", "rouge_l"]] = Field(
+        default=["rouge_l", "exact_match"],
+        description="Task metrics on generated answers: rouge_l and exact_match against the "
+        "reference reply; function_call asks for the eval records' tool calls and checks them "
+        "BFCL style (name, required/unknown arguments, values). Empty: loss only.",
+    )
+    max_generate: int = Field(
+        default=32, ge=0, description="Eval prompts each model answers for the task metrics."
+    )
+    answer_pattern: M.AnswerMode = Field(
+        default="text",
+        description="What exact_match compares: text (SQuAD-normalised whole answer), number "
+        "(the last number; '1,000' == '1000.0'), hash (after '####', GSM8K), choice (a "
+        "multiple-choice letter: '(B)', 'B.', 'answer: b').",
+    )
+    schema_guided: Literal["off", "on", "both"] = Field(
+        default="off",
+        description="Constrain answers to a JSON schema (a function call's: the row's tools; "
+        "else json_schema): on replaces free generation, both reports both. true/false mean "
+        "on/off.",
+    )
+    json_schema: str | dict[str, Any] | None = Field(
+        default=None,
+        description="A JSON schema (inline, or a path to a .json file) every reply must fit; "
+        "validity is reported, and schema_guided decodes with it. Function calls use their "
+        "tools' schema instead.",
+    )
+    max_new_tokens_json: int = Field(
+        default=160, ge=1, description="Length of each function-call or schema-guided answer."
+    )
+    schema_max_string: int = Field(
+        default=48,
+        ge=1,
+        description="Guided decoding caps each free string at this many characters (arrays at 4 "
+        "items, numbers at 1e9) so every output closes within max_new_tokens_json.",
+    )
+
+    harness: HarnessConfig | None = Field(
+        default=None,
+        description="lm-evaluation-harness tasks (YAMLs over local data files) run on base and "
+        "tuned. Empty: none.",
+    )
+    judge: JudgeConfig | None = Field(
+        default=None,
+        description="An LLM judge (local transformers model or OpenAI-compatible endpoint) that "
+        "scores answers on a rubric and compares tuned with base pairwise. Empty: none.",
+    )
+
+    @field_validator("schema_guided", mode="before")
+    @classmethod
+    def _bool_guided(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def check_guided_decoding_is_installed(self) -> EvaluateConfig:
+        import importlib.util
+
+        if self.schema_guided != "off" and importlib.util.find_spec("xgrammar") is None:
+            raise ValueError(
+                "evaluate.schema_guided needs xgrammar: pip install 'tuneline[guided]' (or set "
+                "schema_guided: off)"
+            )
+        return self
 
 
+def load_schema(value: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """``evaluate.json_schema`` as a schema: inline dict, inline JSON text, or a file path.
+
+    Raises:
+        ConfigError: the file is missing or the text is not a JSON object.
+    """
+    if value is None or isinstance(value, dict):
+        return value
+    text = value.strip()
+    if not text.startswith(("{", "[")):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"evaluate.json_schema: {value!r} is neither inline JSON nor an existing file; "
+                "give a JSON schema object or the path of a .json file holding one"
+            )
+        text = path.read_text()
+    try:
+        schema = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"evaluate.json_schema is not valid JSON ({e}); fix the schema") from None
+    if not isinstance(schema, dict):
+        raise ConfigError("evaluate.json_schema must be a JSON object (a schema)")
+    return schema
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -130,12 +235,316 @@ def plain(tokenizer, text: str) -> str:
     return tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
+# ---------------------------------------------------------------------------- task metrics
+
+
+@dataclass
+class Case:
+    """One prompt both models answer: a reply (scored against the reference) or a function
+    call (checked against ``calls``)."""
+
+    id: str
+    task: Literal["reply", "function_call"]
+    prompt: str  # rendered: chat template up to the generation prompt
+    reference: str  # plain text of the expected answer
+    calls: list[dict[str, Any]] | None = None
+    tools: Any = None
+    schema: dict[str, Any] | None = None
+    answers: dict[str, str] = field(default_factory=dict)  # label -> answer
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> metric -> score
+
+
+def reply_cases(rows, tokenizer, n: int, schema: dict[str, Any] | None) -> list[Case]:
+    """The first ``n`` eval rows that have a prompt, as reply cases.
+
+    Args:
+        rows: eval split rows.
+        tokenizer: renders the reference as plain text.
+        n: how many.
+        schema: ``evaluate.json_schema`` (every reply's), or None.
+    """
+    picked = [r for r in rows if r.prompt][:n]
+    return [
+        Case(r.id, "reply", r.prompt, plain(tokenizer, r.completion), schema=schema)
+        for r in picked
+    ]
+
+
+def call_cases(fmt: Artifact, tokenizer, n: int) -> list[Case]:
+    """Up to ``n`` function-call cases from the format artifact's eval records.
+
+    The split rows hold only each chat's last reply, and in tool-call data (LLaMA-Factory's
+    ``function_call`` turns) that is usually the text after the tool's answer; so the first
+    assistant turn of each eval record that is a call is asked for instead, the conversation
+    before it rendered with the generation prompt as format renders a prompt.
+
+    Args:
+        fmt: the format artifact (its records carry ``meta.split`` and ``meta.tools``).
+        tokenizer: its chat template renders the prompt.
+        n: the most cases.
+    """
+    cases: list[Case] = []
+    if n <= 0 or not fmt.count:
+        return cases  # an artifact without records (tests' hand-made splits) has no calls
+    for record in fmt.records():
+        if record.meta.get("split") != "eval" or record.kind != "chat" or not record.messages:
+            continue
+        messages = [m.model_dump() for m in record.messages]
+        for i, m in enumerate(messages):
+            # A call is the whole turn: a reply that merely quotes some JSON is not one.
+            if m["role"] != "assistant" or m["content"].lstrip()[:1] not in ("{", "[", "<"):
+                continue
+            calls = M.parse_calls(m["content"])
+            if calls is None:
+                continue
+            tools = record.meta.get("tools")
+            prompt = tokenizer.apply_chat_template(
+                messages[:i], add_generation_prompt=True, tokenize=False
+            )
+            schema = M.tools_schema(tools)
+            cases.append(Case(record.id, "function_call", prompt, m["content"], calls, tools, schema))
+            break
+        if len(cases) >= n:
+            break
+    return cases
+
+
+def variants(mode: str) -> list[tuple[str, bool]]:
+    """``[(label suffix, guided)]`` for ``evaluate.schema_guided``."""
+    both = [("", False), ("_guided", True)]
+    return {"off": [("", False)], "on": [("", True)], "both": both}[mode]
+
+
+def answer_all(models, tokenizer, cases: list[Case], ev, vocab_size: int) -> None:
+    """Fills ``case.answers[label]`` for every model and decoding variant.
+
+    Args:
+        models: ``[(name, factory of a context manager giving the model)]``.
+        tokenizer: the tokenizer.
+        cases: the cases (batched per task, so lengths in a batch stay alike).
+        ev: the ``evaluate`` section.
+        vocab_size: the model's output size (for the schema grammars).
+    """
+    compiler: SchemaCompiler | None = None
+    for suffix, guided in variants(ev.schema_guided):
+        for task in ("reply", "function_call"):
+            group = [c for c in cases if c.task == task]
+            # In a guided run a case without a schema answers freely: nothing constrains it.
+            constrained = [c for c in group if guided and c.schema]
+            free = [c for c in group if not (guided and c.schema)]
+            grammars = None
+            if constrained:
+                compiler = compiler or SchemaCompiler(tokenizer, vocab_size)
+                grammars = [
+                    compiler.compile(bounded_schema(c.schema, ev.schema_max_string))
+                    for c in constrained
+                ]
+            free_tokens = ev.max_new_tokens if task == "reply" else ev.max_new_tokens_json
+            for name, model_of in models:
+                label = name + suffix
+                with model_of() as model:
+                    for part, gram, tokens in (
+                        (free, None, free_tokens),
+                        (constrained, grammars, ev.max_new_tokens_json),
+                    ):
+                        if not part:
+                            continue
+                        answers = generate_batch(
+                            model, tokenizer, [c.prompt for c in part], tokens,
+                            ev.batch_size, gram, f"{label} {task}",
+                        )
+                        for case, answer in zip(part, answers, strict=True):
+                            case.answers[label] = answer
+
+
+def score_case(case: Case, label: str, ev) -> dict[str, Any]:
+    """The metrics of one answer.
+
+    Args:
+        case: the case, answered.
+        label: which answer (``base``, ``tuned``, ``base_guided``, ...).
+        ev: the ``evaluate`` section (``metrics``, ``answer_pattern``).
+    """
+    answer = case.answers[label]
+    scores: dict[str, Any] = {}
+    if case.task == "function_call":
+        result = M.function_call_accuracy(answer, case.calls or [], case.tools)
+        scores["function_call"] = result.score
+        scores["call_outcome"] = result.outcome
+        scores["call_reason"] = result.reason
+    else:
+        if "rouge_l" in ev.metrics:
+            scores["rouge_l"] = M.rouge_l(answer, case.reference)
+        if "exact_match" in ev.metrics:
+            scores["exact_match"] = M.exact_match(answer, case.reference, ev.answer_pattern)
+    if case.schema:
+        scores["schema_valid"] = float(M.schema_valid(answer, case.schema))
+    return scores
+
+
+def aggregate(cases: list[Case], labels: list[str]) -> dict[str, Any]:
+    """``{metric: {label: mean}}`` over the cases that have the metric, with ``n``; the
+    function-call counts (``parse_failures``, ``wrong_name``, ...) under ``function_call``."""
+    out: dict[str, Any] = {}
+    for metric in ("rouge_l", "exact_match", "schema_valid"):
+        scored = [c for c in cases if metric in c.scores.get(labels[0], {})]
+        if scored:
+            out[metric] = {"n": len(scored)} | {
+                label: sum(c.scores[label][metric] for c in scored) / len(scored)
+                for label in labels
+            }
+    calls = [c for c in cases if c.task == "function_call"]
+    if calls:
+        out["function_call"] = {
+            label: M.call_counts(
+                M.CallResult(c.scores[label]["call_outcome"]) for c in calls
+            )
+            for label in labels
+        } | {"n": len(calls)}
+    return out
+
+
+def write_examples(out: ArtifactWriter, cases: list[Case], tokenizer, labels: list[str]) -> None:
+    """``examples.jsonl``: one line per case with its prompt (plain), reference, every answer
+    and its scores.
+
+    Args:
+        out: the artifact writer.
+        cases: the answered, scored cases.
+        tokenizer: renders the prompt as plain text.
+        labels: the answers' labels, in order.
+    """
+    with open(out.file("examples.jsonl"), "w", encoding="utf-8") as fh:
+        for c in cases:
+            row = {"id": c.id, "task": c.task, "prompt": plain(tokenizer, c.prompt),
+                   "reference": c.reference}
+            row |= {label: c.answers[label] for label in labels}
+            row["scores"] = {label: c.scores[label] for label in labels}
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def task_metrics(fmt, rows, tokenizer, models, ev, vocab_size: int, out) -> tuple[dict, list[Case]]:
+    """Generates, scores and saves the task-metric answers; ``(report["metrics"], cases)``.
+
+    Args:
+        fmt: the format artifact (records, for function calls).
+        rows: the eval split rows.
+        tokenizer: the tokenizer.
+        models: see :func:`answer_all`.
+        ev: the ``evaluate`` section.
+        vocab_size: the model's output size.
+        out: receives ``examples.jsonl``.
+    """
+    schema = load_schema(ev.json_schema)
+    reply_metrics = {"rouge_l", "exact_match"} & set(ev.metrics) or schema is not None
+    n_replies = ev.max_generate if reply_metrics else 0
+    # The report's samples come from the same answers.
+    cases = reply_cases(rows, tokenizer, max(n_replies, ev.num_samples), schema)
+    if "function_call" in ev.metrics:
+        cases += call_cases(fmt, tokenizer, ev.max_generate)
+    if not cases:
+        return ({"function_call": {"n": 0, "note": "no eval record has a function call"},
+                 "labels": []} if "function_call" in ev.metrics else {}), []
+    answer_all(models, tokenizer, cases, ev, vocab_size)
+    labels = [name + suffix for suffix, _ in variants(ev.schema_guided) for name, _ in models]
+    scored = [c for c in cases if c.task == "function_call"] + [
+        c for c in cases if c.task == "reply"
+    ][:n_replies]
+    for c in scored:
+        c.scores = {label: score_case(c, label, ev) for label in labels}
+    write_examples(out, scored, tokenizer, labels)
+    metrics = aggregate(scored, labels) if scored else {}
+    if "function_call" in ev.metrics and "function_call" not in metrics:
+        # Said in the report rather than dropped silently: the metric was asked for.
+        metrics["function_call"] = {
+            "n": 0,
+            "note": "no eval record has an assistant turn that is a function call",
+        }
+    if metrics:
+        metrics["labels"] = labels
+    return metrics, cases
+
+
 # -------------------------------------------------------------------------------- report
 
 
 def _cell(text: str, limit: int = 200) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[:limit] + " …"
+
+
+METRIC_NAMES = {
+    "rouge_l": "ROUGE-L F1",
+    "exact_match": "exact match",
+    "schema_valid": "schema-valid JSON",
+}
+
+
+def metrics_table(m: dict[str, Any]) -> list[str]:
+    """Markdown lines: one row per task metric, one column per model (and decoding), plus the
+    function-call outcome counts."""
+    labels = m.get("labels") or []
+    if not labels:
+        note = (m.get("function_call") or {}).get("note")
+        return ["", f"function_call: {note}."] if note else []
+    lines = ["", "### Task metrics (greedy answers)", "",
+             "| metric | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for key, title in METRIC_NAMES.items():
+        if key in m:
+            cells = " | ".join(f"{m[key][label]:.3f}" for label in labels)
+            lines.append(f"| {title} | {m[key]['n']} | {cells} |")
+    if m.get("function_call", {}).get("n") == 0:
+        lines += ["", f"function_call: {m['function_call']['note']}."]
+    elif "function_call" in m:
+        fc = m["function_call"]
+        lines.append(
+            f"| function-call accuracy | {fc['n']} | "
+            + " | ".join(f"{fc[label]['accuracy']:.3f}" for label in labels) + " |"
+        )
+        lines += ["", "| function calls | " + " | ".join(labels) + " |",
+                  "|---|" + "---|" * len(labels)]
+        for key in ("correct", "wrong_args", "wrong_name", "parse_failures"):
+            lines.append(f"| {key} | " + " | ".join(str(fc[label][key]) for label in labels) + " |")
+    return lines
+
+
+def harness_table(h: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: every lm-eval task metric, base and tuned."""
+    if not h:
+        return []
+    lines = ["", "### lm-evaluation-harness", "", "| task | metric | base | tuned |", "|---|---|---|---|"]
+    for task, scores in h["tuned"].items():
+        for metric, value in scores.items():
+            if metric.endswith("_stderr") or metric == "n_samples" or not isinstance(value, int | float):
+                continue
+            b = h["base"].get(task, {}).get(metric)
+            lines.append(f"| {task} ({scores.get('n_samples', '?')}) | {metric} | {b:.3f} | {value:.3f} |")
+    return lines
+
+
+def judge_table(j: dict[str, Any] | None) -> list[str]:
+    """Markdown lines: rubric means per model, pairwise win/tie/loss, unparseable counts."""
+    if not j:
+        return []
+    lines = ["", f"### LLM judge ({j['judge'].get('model', '?')})", "", "| | base | tuned |", "|---|---|---|"]
+    for criterion in [*j.get("rubric", {}), "overall"]:
+        b, t = (j[side].get("mean", {}).get(criterion) if criterion != "overall" else j[side].get("overall")
+                for side in ("base", "tuned"))
+        lines.append(f"| {criterion} (1-5) | {_num(b)} | {_num(t)} |")
+    lines.append(f"| unparseable judgments | {j['base'].get('unparseable', 0)} | {j['tuned'].get('unparseable', 0)} |")
+    pw = j.get("pairwise")
+    if pw:
+        lines += [
+            "",
+            f"Pairwise, tuned vs base, both orders asked ({pw.get('decided', 0)} of {pw.get('n', 0)} decided, "
+            f"{pw.get('unparseable', 0)} unparseable): win {_num(pw.get('win_rate'))}, tie "
+            f"{_num(pw.get('tie_rate'))}, loss {_num(pw.get('loss_rate'))}.",
+        ]
+    return lines
+
+
+def _num(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, int | float) else "-"
 
 
 def summary(r: dict[str, Any]) -> str:
@@ -153,6 +562,9 @@ def summary(r: dict[str, Any]) -> str:
         f"Δ loss (tuned − base): {r['delta_loss']:+.4f} — "
         + ("**improved**." if r["improved"] else "**not improved**."),
     ]
+    lines += metrics_table(r.get("metrics") or {})
+    lines += harness_table(r.get("harness"))
+    lines += judge_table(r.get("judge"))
     if r["samples"]:
         lines += ["", "### Samples (greedy)", ""]
         for i, s in enumerate(r["samples"], 1):
@@ -210,10 +622,12 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     Args:
         inputs: ``[format artifact, train artifact]`` (eval split; ``adapter/`` and ``tokenizer/``).
         cfg: the ``evaluate`` and ``model`` sections decide the output.
-        out: receives ``report.md`` and the report (``report.json``).
+        out: receives ``report.md``, ``examples.jsonl`` (every generated answer and its
+            scores) and the report (``report.json``).
 
     Raises:
         InputError: the eval split is empty.
+        ConfigError: ``evaluate.json_schema`` is not a readable schema.
     """
     fmt, trained = inputs
     ev = cfg.evaluate
@@ -223,6 +637,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
             f"evaluate: the eval split of format artifact {fmt.ref.short} is empty; raise "
             "format.eval_fraction or add data, then re-run format"
         )
+    load_schema(ev.json_schema)  # a bad schema fails now, not after the models have run
     tokenizer = load_tokenizer(cfg.model, trained.path / "tokenizer")
     model, as_base = load_trained(cfg, trained, tokenizer)
 
@@ -236,19 +651,37 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         base = score(base_model, batches, pad_id, "base")
     tuned = score(model, batches, pad_id, "tuned")
 
-    samples = []
-    for row in [r for r in rows if r.prompt][: ev.num_samples]:
+    models = [("base", as_base), ("tuned", lambda: contextlib.nullcontext(model))]
+    metrics, cases = task_metrics(fmt, rows, tokenizer, models, ev, output_vocab_size(model), out)
+    samples = [
+        {
+            "id": c.id,
+            "prompt": plain(tokenizer, c.prompt),
+            "reference": c.reference,
+            "base": c.answers["base"],
+            "tuned": c.answers["tuned"],
+        }
+        for c in [c for c in cases if c.task == "reply"][: ev.num_samples]
+    ]
+
+    if ev.harness is not None:
         with as_base() as base_model:
-            base_answer = generate(base_model, tokenizer, row.prompt, ev.max_new_tokens)
-        samples.append(
+            harness_base = run_harness(base_model, tokenizer, ev.harness)
+        harness = {"base": harness_base, "tuned": run_harness(model, tokenizer, ev.harness)}
+    judged = None
+    if ev.judge is not None:
+        items = [
             {
-                "id": row.id,
-                "prompt": plain(tokenizer, row.prompt),
-                "reference": plain(tokenizer, row.completion),
-                "base": base_answer,
-                "tuned": generate(model, tokenizer, row.prompt, ev.max_new_tokens),
+                "id": c.id,
+                "prompt": plain(tokenizer, c.prompt),
+                "reference": c.reference,
+                "tuned": c.answers["tuned"],
+                "base": c.answers["base"],
             }
-        )
+            for c in cases
+            if c.task == "reply"
+        ]
+        judged = judge(ev.judge, items)
 
     delta = tuned["loss"] - base["loss"]
     report: dict[str, Any] = {
@@ -259,9 +692,31 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         "n_examples": len(rows),
         "max_length": max_length,
         "samples": samples,
+        "metrics": metrics,
+        "schema_guided": ev.schema_guided,
     }
+    if ev.harness is not None:
+        report["harness"] = harness
+    if judged is not None:
+        report["judge"] = judged
     out.file("report.md").write_text(summary(report))
     out.report.update(report)
+
+
+def headline(report: dict[str, Any]) -> dict[str, float]:
+    """Followed from run to run: eval loss base and tuned, each task metric of the tuned model,
+    and the judge's pairwise win rate."""
+    out = {"eval_loss_base": report["base"]["loss"], "eval_loss_tuned": report["tuned"]["loss"]}
+    for name, scores in (report.get("metrics") or {}).items():
+        if isinstance(scores, dict) and isinstance(scores.get("tuned"), int | float):
+            out[f"{name}_tuned"] = scores["tuned"]
+    fc = (report.get("metrics") or {}).get("function_call") or {}
+    if isinstance(fc.get("tuned"), dict) and "accuracy" in fc["tuned"]:
+        out["function_call_tuned"] = fc["tuned"]["accuracy"]
+    win = ((report.get("judge") or {}).get("pairwise") or {}).get("win_rate")
+    if isinstance(win, int | float):
+        out["judge_win_rate"] = win
+    return out
 
 
 def highlights(report: dict[str, Any]) -> str:
@@ -273,7 +728,7 @@ def highlights(report: dict[str, Any]) -> str:
 
 STAGE = Stage(
     name="evaluate",
-    version=1,
+    version=2,
     config=EvaluateConfig,
     run=run,
     summary=summary,
@@ -281,5 +736,6 @@ STAGE = Stage(
     uses=("model",),
     records=False,
     highlights=highlights,
+    headline=headline,
     description="Held-out evaluation.",
 )

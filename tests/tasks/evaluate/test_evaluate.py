@@ -8,41 +8,18 @@ import math
 import pytest
 import torch
 
-from tasks import evaluate, train
+from tasks import evaluate
 from tests.support.catalogue import tiny_config, write_format_artifact
+from tests.tasks.evaluate.support import fresh_adapter_artifact, run_stage
 from tuneline.artifacts import ArtifactStore
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.splits import load_split, sft_example
 
 
-def run_stage(store, mod, inputs, cfg, key):
-    with store.writer(mod.STAGE.name, key, [a.ref for a in inputs], {}) as out:
-        mod.STAGE.run(inputs, mod.STAGE.slice(cfg), out)
-        ref = out.commit()
-    return store.open(ref)
-
-
-def fresh_adapter_artifact(store, cfg, fmt):
-    """A "train" artifact whose adapter was never trained (LoRA B = 0: exactly the base)."""
-    from peft import get_peft_model
-
-    tok = load_tokenizer(cfg.model, fmt.path / "tokenizer")
-    with store.writer("train", "0" * 64, [fmt.ref], {}) as out:
-        get_peft_model(load_base_model(cfg.model, tok), train.lora_config(cfg)).save_pretrained(
-            out.file("adapter")
-        )
-        tok.save_pretrained(out.file("tokenizer"))
-        ref = out.commit()
-    return store.open(ref)
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """(store, cfg, format artifact, train artifact, evaluate artifact), trained once."""
-    root = str(tmp_path_factory.mktemp("evaluate") / "artifacts")
-    store, cfg = ArtifactStore(root), tiny_config(root)
-    fmt = write_format_artifact(store, cfg)
-    trained = run_stage(store, train, [fmt], cfg, "t" * 64)
+def setup(trained_setup):
+    """(store, cfg, format artifact, train artifact, evaluate artifact)."""
+    store, cfg, fmt, trained = trained_setup
     return store, cfg, fmt, trained, run_stage(store, evaluate, [fmt, trained], cfg, "e" * 64)
 
 
