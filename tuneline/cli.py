@@ -145,10 +145,16 @@ def _print_summary(cfg: PipelineConfig, summary: dict) -> None:
             _highlights(stage, rep),
         )
     console.print(t)
-    for stage, what in (("quality", "Data-quality report"), ("evaluate", "Evaluation report")):
+    shown = (
+        ("quality", "Data-quality report", "report.md"),
+        ("evaluate", "Evaluation report", "report.md"),
+        ("export", "Exports (adapter/, merged/, gguf/, serving/)", ""),
+        ("card", "Model card", "README.md"),
+    )
+    for stage, what, name in shown:
         if stage in summary["stages"]:
             art = store.open(ArtifactRef(**summary["stages"][stage]["ref"]))
-            console.print(f"{what}: {art.uri}/report.md")
+            console.print(f"{what}: {art.uri}/{name}")
     console.print(f"Artifacts: {store.root}   (tuneline status shows what is stored)")
 
 

@@ -68,8 +68,8 @@ def config_parameters(config_file: Path) -> dict[str, Any]:
     return {"config": cfg.model_dump(mode="json")}
 
 
-# Keys YAML 1.1 reads as booleans (Prefect reads prefect.yaml with PyYAML): `on: record` would
-# arrive as `true: record`. Quoted, they stay strings.
+# Keys and values YAML 1.1 reads as booleans (Prefect reads prefect.yaml with PyYAML): `on: record`
+# would arrive as `true: record`, `schema_guided: off` as false. Quoted, they stay strings.
 YAML11_BOOLS = {"y", "yes", "n", "no", "on", "off", "true", "false"}
 
 
@@ -90,7 +90,7 @@ def _compact(obj: Any, in_list: bool = False) -> Any:
         if (all(not isinstance(v, dict | list) for v in obj) and short) or in_list:
             seq.fa.set_flow_style()
         return seq
-    return obj
+    return _key(obj)  # a value like "off" too: PyYAML would read it as false
 
 
 def sync(repo: Path, check: bool = False) -> SyncResult:
@@ -144,17 +144,17 @@ def sync(repo: Path, check: bool = False) -> SyncResult:
     return result
 
 
+def _bare_bool(x: Any) -> bool:
+    return isinstance(x, str) and x.lower() in YAML11_BOOLS and not isinstance(x, DoubleQuotedScalarString)
+
+
 def _bare_bool_keys(obj: Any) -> bool:
-    """Whether a mapping in ``obj`` has an unquoted key that YAML 1.1 reads as a boolean."""
+    """Whether ``obj`` holds an unquoted key or string value that YAML 1.1 reads as a boolean."""
     if isinstance(obj, dict):
-        return any(
-            (isinstance(k, str) and k.lower() in YAML11_BOOLS and not isinstance(k, DoubleQuotedScalarString))
-            or _bare_bool_keys(v)
-            for k, v in obj.items()
-        )
+        return any(_bare_bool(k) or _bare_bool_keys(v) for k, v in obj.items())
     if isinstance(obj, list):
         return any(_bare_bool_keys(v) for v in obj)
-    return False
+    return _bare_bool(obj)
 
 
 def _plain(obj: Any) -> Any:

@@ -119,7 +119,7 @@ def test_changing_dedup_reruns_dedup_and_after_only(first_run, workdir, repo_roo
     summary = finetune(config=cfg)
     assert outcomes(summary) == {
         "ingest": True, "pii": True, "dedup": False, "augment": False,
-        "format": False, "quality": False, "train": False, "evaluate": False,
+        "format": False, "quality": False, "train": False, "evaluate": False, "export": False, "card": False,
     }
 
 
@@ -158,7 +158,8 @@ def test_force_recomputes_the_stage_and_those_that_depend_on_it(first_run):
     keys = plan_keys(cfg)
     created = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
     summary = finetune(config=cfg, force=["format"])
-    assert outcomes(summary) == {s: s not in ("format", "quality", "train", "evaluate") for s in STAGES}
+    after = ("format", "quality", "train", "evaluate", "export", "card")
+    assert outcomes(summary) == {s: s not in after for s in STAGES}
     again = {s: store.open(keys[s]).manifest["created"] for s in STAGES}
     # same keys (same config), rebuilt in place: upstream untouched, format and after new
-    assert {s for s in STAGES if again[s] != created[s]} == {"format", "quality", "train", "evaluate"}
+    assert {s for s in STAGES if again[s] != created[s]} == set(after)

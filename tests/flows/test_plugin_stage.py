@@ -1,4 +1,4 @@
-"""A new stage is one module plus one config model: an `export` stub built in a temporary
+"""A new stage is one module plus one config model: an `archive` stub built in a temporary
 package (nothing in the repo touched) shows in `tuneline stages`, gets its config section,
 runs in the flow after evaluate on train's artifact, and has its row in the CLI's table."""
 
@@ -18,7 +18,7 @@ from tuneline.artifacts import ArtifactRef, ArtifactStore
 REPO = Path(__file__).resolve().parents[2]
 
 STUB = '''
-"""export (stub): lists the adapter files of the train artifact it was given."""
+"""archive (stub): lists the adapter files of the train artifact it was given."""
 
 import json
 
@@ -28,14 +28,14 @@ from tuneline.sections import Section
 from tuneline.stage import Stage
 
 
-class ExportConfig(Section):
+class ArchiveConfig(Section):
     formats: list[str] = Field(default_factory=lambda: ["adapter"], description="What to export.")
 
 
 def run(inputs, cfg, out):
     files = sorted(p.name for p in (inputs[0].path / "adapter").iterdir())
-    out.file("exports.json").write_text(json.dumps({"formats": cfg.export.formats, "files": files}))
-    out.report.update(exported=len(files), formats=cfg.export.formats)
+    out.file("exports.json").write_text(json.dumps({"formats": cfg.archive.formats, "files": files}))
+    out.report.update(exported=len(files), formats=cfg.archive.formats)
 
 
 def summary(report):
@@ -44,9 +44,9 @@ def summary(report):
 
 
 STAGE = Stage(
-    name="export",
+    name="archive",
     version=1,
-    config=ExportConfig,
+    config=ArchiveConfig,
     run=run,
     summary=summary,
     inputs=("train",),
@@ -69,11 +69,11 @@ def plugin_env(tmp_path_factory) -> dict[str, str]:
     pkg = tmp_path_factory.mktemp("plugin") / "my_stages"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "export_stub.py").write_text(textwrap.dedent(STUB))
+    (pkg / "archive_stub.py").write_text(textwrap.dedent(STUB))
     return {
         **os.environ,
         "PYTHONPATH": f"{pkg.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "TUNELINE_STAGES": "my_stages.export_stub",
+        "TUNELINE_STAGES": "my_stages.archive_stub",
         "TUNELINE_PROGRESS": "0",
         "COLUMNS": "220",
     }
@@ -89,10 +89,10 @@ def test_plugin_stage_is_listed_and_configurable(plugin_env):
     res = tuneline(plugin_env, "stages")
     assert res.returncode == 0, res.stderr
     rows = [line.split()[3] for line in res.stdout.splitlines() if "tasks." in line or "my_stages" in line]
-    assert rows[-2:] == ["evaluate", "export"]
-    res = tuneline(plugin_env, "config", "-s", "export.formats=[adapter,gguf]")
+    assert rows[-4:] == ["evaluate", "archive", "export", "card"]  # after= evaluate
+    res = tuneline(plugin_env, "config", "-s", "archive.formats=[adapter,gguf]")
     assert res.returncode == 0, res.stderr
-    assert "export:\n  formats:\n  - adapter\n  - gguf" in res.stdout
+    assert "archive:\n  formats:\n  - adapter\n  - gguf" in res.stdout
 
 
 @pytest.mark.slow
@@ -102,12 +102,13 @@ def test_plugin_stage_runs_in_the_flow_after_evaluate(plugin_env, tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     table = [line for line in res.stdout.splitlines() if line.startswith("│")]
-    assert [line.split()[1] for line in table][-3:] == ["train", "evaluate", "export"]
-    assert "exported" in table[-1] and "adapter files" in out
-    (key,) = [p.name for p in (root / "export").iterdir() if not p.name.startswith(".")]
+    names = [line.split()[1] for line in table]
+    assert names[-4:] == ["evaluate", "archive", "export", "card"]
+    assert "exported" in table[names.index("archive")] and "adapter files" in out
+    (key,) = [p.name for p in (root / "archive").iterdir() if not p.name.startswith(".")]
     lineage = json.loads(max((root / "runs").glob("*.json")).read_text())
-    assert list(lineage["stages"])[-1] == "export"
-    ref = ArtifactRef(**lineage["stages"]["export"]["ref"])
+    assert "archive" in lineage["stages"]
+    ref = ArtifactRef(**lineage["stages"]["archive"]["ref"])
     assert ref.key == key
     art = ArtifactStore(root).open(ref)
     assert art.manifest["inputs"][0]["stage"] == "train"

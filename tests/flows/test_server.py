@@ -73,11 +73,11 @@ def test_api_triggered_run_completes_with_artifacts_and_reports(server, full_run
 
 def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(server, full_run, tiny_cfg):
     assert full_run.state.is_completed()
-    # a new evaluate setting: only evaluate's key changes, so only evaluate has work to do
+    # a new evaluate setting: only evaluate's key changes (and card's, which reads its report)
     cfg = tiny_cfg.model_copy(deep=True)
     cfg.evaluate.num_samples = 0
     before = manifests_created(cfg)
-    assert set(before) == set(STAGES) - {"evaluate"}
+    assert set(before) == set(STAGES) - {"evaluate", "card"}  # card reads evaluate's report
     fail = {"TUNELINE_FAIL": "evaluate:2"}  # the first attempt and its retry fail
 
     failed = trigger(server, "finetune/demo", env=fail, config=cfg)
@@ -92,7 +92,7 @@ def test_failed_stage_fails_the_run_and_rerun_stage_reuses_the_rest(server, full
     assert set(after) == set(STAGES)
     assert {s: after[s] for s in before} == before, "earlier stages must be reused, not rebuilt"
     lineage = last_lineage(cfg)
-    assert {s: o["reused"] for s, o in lineage["stages"].items()} == {s: s != "evaluate" for s in STAGES}
+    assert {s: o["reused"] for s, o in lineage["stages"].items()} == {s: s not in ("evaluate", "card") for s in STAGES}
     assert "evaluate-report" in server_artifact_keys(server, rerun.id)
 
 

@@ -398,11 +398,12 @@ def test_second_machine_reuses_every_stage_without_downloading(runs, s3):
 @pytest.mark.slow
 def test_third_machine_evaluates_on_adapter_fetched_from_the_bucket(runs, s3, monkeypatch):
     """A changed evaluate setting: evaluate runs on machine c, reading train's adapter and format's
-    splits and tokenizer through its cache; every other stage is reused."""
+    splits and tokenizer through its cache; every other stage is reused but card, which reads
+    evaluate's new report."""
     c = on_machine(monkeypatch, runs["workdir"] / "machine-c")
     cfg = s3_cfg(runs["workdir"], runs["repo"], f"s3://{BUCKET}/run", "evaluate.max_new_tokens=4")
     summary = finetune(config=cfg)
-    assert reused(summary) == {**dict.fromkeys(STAGES, True), "evaluate": False}
+    assert reused(summary) == {**dict.fromkeys(STAGES, True), "evaluate": False, "card": False}
     refs = plan_keys(cfg)
     gens = {stage: generation_of(s3, f"run/{stage}/{ref.key}/") for stage, ref in refs.items()}
     cached = {stage: c / "s3" / BUCKET / "run" / stage / ref.key / gens[stage] for stage, ref in refs.items()}

@@ -42,13 +42,13 @@ def chain(store):
 
 def test_lineage_walks_back_from_train_to_ingest(tmp_path):
     store = ArtifactStore(tmp_path / "art")
-    arts = lineage(store, chain(store))
+    arts = lineage(store.open(chain(store)))
     assert [a.ref.stage for a in arts] == ["ingest", "pii", "dedup", "format", "train"]
 
 
 def test_the_card_names_the_data_the_results_and_the_files(tmp_path):
     store = ArtifactStore(tmp_path / "art")
-    arts = lineage(store, chain(store))
+    arts = lineage(store.open(chain(store)))
     evaluation = {
         "base": {"loss": 2.0, "ppl": 7.39},
         "tuned": {"loss": 1.5, "ppl": 4.48},
@@ -75,6 +75,6 @@ def test_the_card_names_the_data_the_results_and_the_files(tmp_path):
 
 def test_a_card_without_evaluation_says_so_and_the_tiny_model_has_no_hub_id(tmp_path):
     store = ArtifactStore(tmp_path / "art")
-    card = model_card(lineage(store, chain(store)), base="tiny Llama", train_config={}, evaluation=None, files=[])
+    card = model_card(lineage(store.open(chain(store))), base="tiny Llama", train_config={}, evaluation=None, files=[])
     assert "Not evaluated in this run." in card
     assert "base_model" not in yaml.safe_load(card.split("---\n")[1])

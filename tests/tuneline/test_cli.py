@@ -71,7 +71,7 @@ def test_stages_lists_the_registry():
     assert res.returncode == 0, res.stderr
     rows = [line for line in res.stdout.splitlines() if "tasks." in line]
     assert [r.split()[3] for r in rows] == [
-        "ingest", "pii", "dedup", "augment", "format", "quality", "train", "evaluate",
+        "ingest", "pii", "dedup", "augment", "format", "quality", "train", "evaluate", "export", "card",
     ]  # fmt: skip
 
 
