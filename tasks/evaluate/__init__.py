@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tuneline.artifacts import Artifact, ArtifactWriter
+from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
 from tuneline.errors import ConfigError, InputError
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.progress import track
@@ -703,6 +703,20 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     out.report.update(report)
 
 
+def source_keys(cfg) -> list[str]:
+    """Content hashes of the files evaluate reads from outside the store: the lm-eval task
+    folders (YAMLs and their data) and a ``json_schema`` file, so editing one re-runs evaluate."""
+    ev = cfg.evaluate
+    files: list[Path] = []
+    if ev.harness is not None:
+        for folder in ev.harness.task_dirs:
+            files += sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    if isinstance(ev.json_schema, str) and not ev.json_schema.strip().startswith(("{", "[")):
+        path = Path(ev.json_schema).expanduser()
+        files += [path] if path.is_file() else []
+    return [f"{p.name}:{hash_bytes_of(p)}" for p in files]
+
+
 def headline(report: dict[str, Any]) -> dict[str, float]:
     """Followed from run to run: eval loss base and tuned, each task metric of the tuned model,
     and the judge's pairwise win rate."""
@@ -737,5 +751,6 @@ STAGE = Stage(
     records=False,
     highlights=highlights,
     headline=headline,
+    source_keys=source_keys,
     description="Held-out evaluation.",
 )

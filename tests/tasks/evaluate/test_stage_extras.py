@@ -68,3 +68,23 @@ def test_harness_and_judge_run_on_base_and_tuned(trained_setup, monkeypatch):
     assert head["judge_win_rate"] == j["pairwise"]["win_rate"]
     assert head["eval_loss_tuned"] < head["eval_loss_base"]
     assert KEY not in json.dumps(r)  # the judge's key never reaches the report
+
+
+def test_editing_a_task_file_changes_the_evaluate_key(tmp_path):
+    """The task YAMLs and their data are read from outside the store: their bytes key the
+    artifact, so an edited task re-runs evaluate."""
+    import shutil
+
+    from tuneline.config import PipelineConfig
+    from tuneline.pipeline import plan_keys
+
+    tasks = tmp_path / "tasks"
+    shutil.copytree(TASK_DIR, tasks)
+    cfg = PipelineConfig.model_validate(
+        {"evaluate": {"harness": {"tasks": ["tuneline_catalogue_made_in"], "task_dirs": [str(tasks)]}}}
+    )
+    before = plan_keys(cfg)["evaluate"].key
+    assert plan_keys(cfg)["evaluate"].key == before
+    data = next(tasks.glob("*.jsonl"))
+    data.write_text(data.read_text() + "\n")
+    assert plan_keys(cfg)["evaluate"].key != before
