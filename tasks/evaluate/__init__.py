@@ -213,22 +213,6 @@ def score(
     return out
 
 
-def generate(model, tokenizer, prompt: str, max_new_tokens: int) -> str:
-    """The greedy answer to ``prompt`` (special tokens dropped)."""
-    import torch
-
-    enc = tokenizer(prompt, return_tensors="pt").to(next(model.parameters()).device)
-    with torch.no_grad():
-        ids = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
-
-
 def plain(tokenizer, text: str) -> str:
     """``text`` without template markers, for the human-readable report."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -591,8 +575,6 @@ def load_trained(cfg, trained: Artifact, tokenizer):
     (PEFT's ``disable_adapter`` gives the base back); a fully trained model (``model/``, from
     train.adapter full or hft) loads beside a rebuilt base.
     """
-    import contextlib
-
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

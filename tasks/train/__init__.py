@@ -15,7 +15,8 @@ learning rate, grad norm, tokens/s, reward margin and accuracy) and ``loss.png``
 A method module (``tasks/train/<method>.py``) defines ``CONFIG``, its config model
 (``name: Literal["<method>"]`` plus its own settings), and ``build_trainer(rows, cfg, *, model,
 tokenizer, args, peft_config, callbacks)``, which returns a ready transformers ``Trainer``;
-``tasks/train/config.py`` finds it and adds it to ``train.method``. The other modules here
+``tasks/train/config.py`` finds it and adds it to ``train.method``; ``PACKS = False`` says the
+method cannot pack (the stage then logs that ``train.packing`` is ignored). The other modules here
 (``adapters``, ``merge``, ``plan``, ``distributed``, ``worker``) are not methods.
 """
 
@@ -310,6 +311,8 @@ def fit(fmt: Artifact, cfg, dest: Path, checkpoints: Path) -> dict[str, Any]:
     if cfg.train.adapter == "hft":
         callbacks.append(adapters.hft_callback(cfg, model))
 
+    if cfg.train.packing and not getattr(METHODS[name], "PACKS", True):
+        progress.logger().info("train: %s does not pack; train.packing is ignored", name)
     if not progress.enabled():
         datasets.disable_progress_bars()  # TRL's dataset preparation bars
     trainer = METHODS[name].build_trainer(

@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tuneline import progress
 from tuneline.sections import Section
 from tuneline.splits import SplitRow, preference_example, usable_rows
 
@@ -66,6 +65,7 @@ class DPOMethod(Section):
     )
 
 
+PACKS = False  # TRL 1.16 has no padding-free DPO: the stage says train.packing is ignored
 CONFIG = DPOMethod
 
 
@@ -108,8 +108,6 @@ def build_trainer(
     from trl import DPOConfig, DPOTrainer
 
     method = cfg.train.method if isinstance(cfg.train.method, DPOMethod) else DPOMethod()
-    if cfg.train.packing:
-        progress.logger().info("train: dpo does not pack (TRL 1.16); train.packing is ignored")
     dataset = datasets.Dataset.from_list([preference_example(r, tokenizer.eos_token) for r in rows])
     config = DPOConfig(
         **args,

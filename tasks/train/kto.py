@@ -30,7 +30,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tasks.train.dpo import reference_copy
-from tuneline import progress
 from tuneline.errors import InputError
 from tuneline.sections import Section
 from tuneline.splits import SplitRow, kto_examples, usable_rows
@@ -55,6 +54,7 @@ class KTOMethod(Section):
     )
 
 
+PACKS = False  # TRL 1.16 has no padding-free KTO: the stage says train.packing is ignored
 CONFIG = KTOMethod
 
 
@@ -93,8 +93,6 @@ def build_trainer(
     from trl import KTOConfig, KTOTrainer
 
     method = cfg.train.method if isinstance(cfg.train.method, KTOMethod) else KTOMethod()
-    if cfg.train.packing:
-        progress.logger().info("train: kto does not pack (TRL 1.16); train.packing is ignored")
     examples = [ex for r in rows for ex in kto_examples(r, tokenizer.eos_token)]
     random.Random(cfg.train.seed).shuffle(examples)
     dataset = datasets.Dataset.from_list(examples)

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tuneline import progress
 from tuneline.sections import Section
 from tuneline.splits import SplitRow, preference_example, usable_rows
 
@@ -37,6 +36,7 @@ class ORPOMethod(Section):
     )
 
 
+PACKS = False  # TRL 1.16 has no padding-free ORPO: the stage says train.packing is ignored
 CONFIG = ORPOMethod
 
 
@@ -99,8 +99,6 @@ def build_trainer(
     from trl.experimental.orpo import ORPOConfig
 
     method = cfg.train.method if isinstance(cfg.train.method, ORPOMethod) else ORPOMethod()
-    if cfg.train.packing:
-        progress.logger().info("train: orpo does not pack (TRL 1.16); train.packing is ignored")
     dataset = datasets.Dataset.from_list([preference_example(r, tokenizer.eos_token) for r in rows])
     config = ORPOConfig(
         **args,
