@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.server_runs import SERVER_LOGS
 from tuneline import ui
 
 
@@ -21,6 +22,7 @@ def server(tmp_path_factory):
     try:
         proc, api = ui.start_server(home, ui.free_port(), log=home / "server.log")
         procs.append(proc)
+        SERVER_LOGS[api] = home / "server.log"
         ui.wait_healthy(api, proc)
         # poll often: the default (15 s) would dominate these short runs
         env = ui.prefect_env(home, api, PREFECT_WORKER_QUERY_SECONDS="1", TUNELINE_PROGRESS="0")

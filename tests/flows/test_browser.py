@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.support.server_runs import (
     last_lineage,
     manifests_created,
     on,
+    server_log_tail,
     shrunk_demo_config,
     trigger,
 )
@@ -67,6 +69,21 @@ def page(browser, server):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = ctx.new_page()
     page.set_default_timeout(30_000)
+    # what went wrong between the browser and the server, for failure messages: the UI itself only
+    # shows a generic "Oops. Something went wrong." toast on a 5xx or a network error
+    page.api_errors = []
+
+    def on_response(r):
+        if r.status >= 400 and "/api/" in r.url:
+            try:
+                body = r.text()[:600]
+            except Exception as e:  # the body may be gone once the page navigated
+                body = f"<body unavailable: {e}>"
+            page.api_errors.append(f"{r.status} {r.request.method} {r.url[:200]}: {body}")
+
+    page.on("response", on_response)
+    page.on("requestfailed", lambda r: page.api_errors.append(f"FAILED {r.method} {r.url[:200]}: {r.failure}"))
+    page.on("console", lambda m: m.type == "error" and page.api_errors.append(f"console: {m.text[:600]}"))
     yield page
     ctx.close()
 
@@ -97,6 +114,39 @@ def open_custom_run(page, ui_url: str, deployment: str):
 def flow_runs_named(api: str, name: str):
     with on(api), get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+
+
+def submit_run(page, api: str, name: str, tmp_path: Path):
+    """Clicks Submit on the run form and waits (60 s) for the flow run ``name`` to exist.
+
+    A server error (5xx) or a dropped request while submitting is what a retry can fix: it is
+    reported as a warning and Submit is clicked once more. Anything else fails at once, naming what
+    the browser saw go wrong (HTTP errors with their bodies, failed requests, console errors), the
+    server's log tail and the page's text, with a screenshot.
+    """
+    for attempt in (1, 2):
+        seen = len(page.api_errors)
+        page.get_by_role("button", name="Submit").click()
+        deadline = time.time() + 60
+        while not (runs := flow_runs_named(api, name)) and time.time() < deadline:
+            time.sleep(0.5)
+        if runs:
+            return runs
+        transient = [e for e in page.api_errors[seen:] if re.match(r"(5\d\d|FAILED) ", e)]
+        if attempt == 1 and transient:
+            warnings.warn(f"the server failed the run form's submit; submitting again: {transient}", stacklevel=2)
+            continue
+        break
+    page.screenshot(path=tmp_path / "submit.png", full_page=True)
+    raise AssertionError(
+        f"submitting the form started no run (screenshot {tmp_path / 'submit.png'})\n"
+        + "browser saw:\n  "
+        + "\n  ".join(page.api_errors or ["no HTTP error, failed request or console error"])
+        + "\nserver log tail:\n"
+        + server_log_tail(api)
+        + "\nthe page ends:\n"
+        + page.inner_text("body")[-1500:]
+    )
 
 
 def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page, server, tmp_path):
@@ -132,18 +182,7 @@ def test_custom_run_from_the_ui_form_completes_with_the_changed_parameters(page,
     prop(form, "config", "Run", "Artifact Root").locator("textarea").fill(str(root))
     prop(form, "config", "Train", "Max Steps").locator("input").fill("2")
     prop(form, "config", "Evaluate", "Num Samples").locator("input").fill("1")
-    page.get_by_role("button", name="Submit").click()
-
-    deadline = time.time() + 60
-    while not (runs := flow_runs_named(server, "from-the-browser")) and time.time() < deadline:
-        time.sleep(0.5)
-    if not runs:
-        page.screenshot(path=tmp_path / "submit.png", full_page=True)
-        raise AssertionError(
-            f"submitting the form started no run (screenshot {tmp_path / 'submit.png'}); the page says:\n"
-            + page.inner_text("body")[-3000:]
-        )
-    run_id = runs[0].id
+    run_id = submit_run(page, server, "from-the-browser", tmp_path)[0].id
 
     # watch it in the UI until the state badge says Completed; its reports are under Artifacts
     page.goto(f"{ui_url}/runs/flow-run/{run_id}")

@@ -49,6 +49,17 @@ def shrunk_demo_config(d: Path) -> PipelineConfig:
     return cfg
 
 
+SERVER_LOGS: dict[str, Path] = {}  # API URL -> its server's log (tests/flows/conftest.py fills it)
+
+
+def server_log_tail(api: str, n: int = 60) -> str:
+    """The last ``n`` lines of the log of the server at ``api``, for failure messages."""
+    log = SERVER_LOGS.get(api)
+    if log is None or not log.exists():
+        return f"<no server log recorded for {api}>"
+    return "\n".join(log.read_text(errors="replace").splitlines()[-n:])
+
+
 def on(api: str):
     """Prefect calls inside this block go to the server at ``api`` (not to another test's API)."""
     return temporary_settings(updates={PREFECT_API_URL: api})
