@@ -29,6 +29,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -43,7 +44,7 @@ from pydantic import Field
 from tuneline import shapes
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
-from tuneline.models import CHATML_TEMPLATE, load_tokenizer, train_tokenizer
+from tuneline.models import CHATML_TEMPLATE, chat_tools, load_tokenizer, train_tokenizer
 from tuneline.progress import track
 from tuneline.records import Record, load_jsonl_gz
 from tuneline.scratch import scratch_dir
@@ -76,6 +77,12 @@ class NoAssistantTurn(RenderError):
     reason = "no_assistant_turn"
 
 
+class BadTools(RenderError):
+    """A record whose tool specs (``meta.tools``) cannot be given to the chat template."""
+
+    reason = "bad_tools"
+
+
 # ------------------------------------------------------------------------------ tokenizer
 
 
@@ -98,8 +105,22 @@ def build_tokenizer(inputs: list[Artifact], cfg) -> tuple[Any, dict[str, Any]]:
     if cfg.format.chat_template == "chatml" or not tok.chat_template:
         tok.chat_template = CHATML_TEMPLATE
     info["chat_template"] = "chatml" if tok.chat_template == CHATML_TEMPLATE else "model's own"
+    info["renders_tools"] = renders_tools(tok)
     info["vocab_size"] = len(tok)
     return tok, info
+
+
+_PROBE_TOOL = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {"type": "object"}}}]
+
+
+def renders_tools(tok) -> bool:
+    """Whether the chat template shows the model a record's tools (many templates ignore them)."""
+    probe = [{"role": "user", "content": "hi"}]
+    try:
+        text = tok.apply_chat_template(probe, tools=_PROBE_TOOL, tokenize=False, add_generation_prompt=True)
+    except TemplateError:
+        return False
+    return "zq7_probe_tool" in text
 
 
 # ------------------------------------------------------------------------------ rendering
@@ -109,18 +130,27 @@ def _messages(record: Record) -> list[dict[str, str]]:
     return [m.model_dump() for m in record.messages or []]
 
 
-def _apply_template(tok, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+def _tools(record: Record) -> list[dict[str, Any]] | None:
+    try:
+        return chat_tools(record.meta.get("tools"))
+    except ValueError as e:
+        raise BadTools(str(e)) from None
+
+
+def _apply_template(tok, messages: list[dict[str, str]], add_generation_prompt: bool, tools=None) -> str:
+    # The record's tools go to the template, which lists them where the model expects them
+    # (ChatML: in the system turn); a model never shown a tool cannot learn to call it.
     try:
         return tok.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False, tools=tools
         )
     except TemplateError as e:  # the template's own checks, e.g. "roles must alternate"
         raise RenderError(f"the chat template refused the record: {e}") from e
 
 
-def _reply_after(tok, prompt_messages: list[dict[str, str]], reply: str, prompt: str) -> str:
+def _reply_after(tok, prompt_messages: list[dict[str, str]], reply: str, prompt: str, tools=None) -> str:
     """The rendering of ``reply`` as the next assistant turn: full conversation minus the prompt."""
-    full = _apply_template(tok, [*prompt_messages, {"role": "assistant", "content": reply}], False)
+    full = _apply_template(tok, [*prompt_messages, {"role": "assistant", "content": reply}], False, tools)
     # Templates that rewrite earlier turns (e.g. drop reasoning) break the prefix property,
     # and with it any prompt/completion loss mask: refuse rather than train on a wrong mask.
     if not full.startswith(prompt):
@@ -151,14 +181,14 @@ def render(record: Record, tok) -> dict[str, Any]:
             raise NoAssistantTurn(
                 f"the chat ends with a {messages[-1]['role']} turn, not an assistant reply"
             )
-        context = messages[:-1]
-        row["prompt"] = _apply_template(tok, context, True)
-        row["completion"] = _reply_after(tok, context, messages[-1]["content"], row["prompt"])
+        context, tools = messages[:-1], _tools(record)
+        row["prompt"] = _apply_template(tok, context, True, tools)
+        row["completion"] = _reply_after(tok, context, messages[-1]["content"], row["prompt"], tools)
     else:  # preference
-        context = _messages(record)
-        row["prompt"] = _apply_template(tok, context, True)
-        row["completion"] = _reply_after(tok, context, record.chosen, row["prompt"])
-        row["rejected_completion"] = _reply_after(tok, context, record.rejected, row["prompt"])
+        context, tools = _messages(record), _tools(record)
+        row["prompt"] = _apply_template(tok, context, True, tools)
+        row["completion"] = _reply_after(tok, context, record.chosen, row["prompt"], tools)
+        row["rejected_completion"] = _reply_after(tok, context, record.rejected, row["prompt"], tools)
     row["text"] = row["prompt"] + row["completion"]
     return row
 
@@ -367,6 +397,12 @@ def summary(report: dict[str, Any]) -> str:
             + ", ".join(f"{m} {n}" for m, n in per_method["train"].items())
             + " (kto makes two examples of each)."
         )
+    n_tools = report.get("records_with_tools", 0)
+    if n_tools:
+        shown = "listed in each prompt" if t.get("renders_tools") else (
+            "NOT shown to the model: its chat template ignores tools (format.chat_template=chatml renders them)"
+        )
+        lines += ["", f"{n_tools} records carry tools, {shown}."]
     tr = report["truncated"]
     lines.append("")
     lines.append(
@@ -429,7 +465,7 @@ class JsonlGzWriter:
 
 def render_all(
     inputs: list[Artifact], tok, fmt: FormatConfig, out: ArtifactWriter, spill: Path
-) -> list[str]:
+) -> tuple[list[str], int]:
     """Pass 1: renders every record, rejects the unrenderable, and spills the kept ones.
 
     Each line of ``spill`` is ``[record, row]`` (both as JSON) for one kept record, in input
@@ -444,9 +480,10 @@ def render_all(
         spill: the file to create.
 
     Returns:
-        The kept ids, in order.
+        The kept ids, in order, and how many of the kept records carry tools.
     """
     ids: list[str] = []
+    with_tools = 0
     # Level 1: the file is read back once and deleted; speed matters more than its size.
     with JsonlGzWriter(spill, compresslevel=1) as fh:
         for record in track(inputs[0].records(), "format: rendering"):
@@ -463,7 +500,8 @@ def render_all(
             )
             fh.write([record.model_dump(mode="json", exclude_none=True), row.to_json()])
             ids.append(record.id)
-    return ids
+            with_tools += bool(record.meta.get("tools")) and _tools(record) is not None  # "[]" has none
+    return ids, with_tools
 
 
 def read_spill(spill: Path) -> Iterator[tuple[Record, dict[str, Any]]]:
@@ -496,7 +534,13 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
 
     with scratch_dir("format") as scratch:
         spill = scratch / "rendered.jsonl.gz"
-        ids = render_all(inputs, tok, fmt, out, spill)
+        ids, with_tools = render_all(inputs, tok, fmt, out, spill)
+        if with_tools and not tok_info["renders_tools"]:
+            logging.getLogger("tuneline").warning(
+                "format: %d records carry tools, but the model's chat template ignores them, so "
+                "the model is never shown the functions it is asked to call; set "
+                "format.chat_template=chatml to render them", with_tools,
+            )
         if not ids:
             why = dict(out.reasons) or "the input is empty"
             raise InputError(
@@ -532,6 +576,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
 
     report = split_report(stats, cfg)
     report["tokenizer"] = tok_info
+    report["records_with_tools"] = with_tools
     report["exports"] = exports.counts()
     report["example"] = next((first_chat[s] for s in SPLITS if s in first_chat), first_row)
     out.report.update(report)
@@ -544,7 +589,7 @@ def check_lengths_fit_model(cfg) -> None:
 
 STAGE = Stage(
     name="format",
-    version=1,
+    version=2,  # 2: a record's tools are rendered into its prompt
     config=FormatConfig,
     run=run,
     summary=summary,

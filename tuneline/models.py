@@ -8,22 +8,72 @@ tokenizer is a byte-level BPE trained on the corpus and the model is a small Lla
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tuneline.sections import ModelConfig
 
 # ChatML, with {% generation %} markers around assistant replies so TRL's
-# assistant_only_loss can mask everything the model should not learn to write.
+# assistant_only_loss can mask everything the model should not learn to write. With ``tools``
+# (``apply_chat_template(..., tools=chat_tools(...))``) the system turn lists their JSON schemas
+# inside <tools></tools> and says how to call one, as Hermes/Qwen ChatML templates do; without
+# tools it renders exactly plain ChatML (the serving files' Ollama template relies on that).
 CHATML_TEMPLATE = (
+    "{% set tool_system = tools and messages and messages[0]['role'] == 'system' %}"
+    "{% if tools %}"
+    "{{ '<|im_start|>system\n' }}"
+    "{% if tool_system %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ '# Tools\n\nYou may call one of these functions. Their JSON schemas:\n<tools>' }}"
+    "{% for tool in tools %}{{ '\n' }}{{ (tool['function'] if tool['function'] is defined else tool) | tojson }}{% endfor %}"
+    "{{ '\n</tools>\n\nTo call one, reply with only a JSON object: "
+    "{\"name\": <function name>, \"arguments\": <object of its arguments>}<|im_end|>\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
+    "{% if not (tool_system and loop.first) %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
     "{% if message['role'] == 'assistant' %}"
     "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\n' }}"
     "{% else %}{{ message['content'] + '<|im_end|>' + '\n' }}{% endif %}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+
+
+def chat_tools(tools: Any) -> list[dict[str, Any]] | None:
+    """A record's ``meta.tools`` as chat-template tools: ``[{"type": "function", "function":
+    spec}]`` (transformers' convention, which model templates such as Llama 3.1's and Qwen's read).
+
+    Args:
+        tools: a JSON string (LLaMA-Factory) or list of specs, each bare ``{name, description,
+            parameters}`` or OpenAI-wrapped ``{"type": "function", "function": {...}}``; None
+            or empty for a record without tools.
+
+    Raises:
+        ValueError: the tools are not JSON, or a spec has no string ``name``.
+    """
+    if tools is None or tools == "" or tools == []:
+        return None
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except ValueError as e:
+            raise ValueError(f"the record's tools are not JSON ({e})") from None
+    if isinstance(tools, dict):
+        tools = [tools]
+    if not isinstance(tools, list):
+        raise ValueError(f"the record's tools are a JSON {type(tools).__name__}, not a list of function specs")
+    out = []
+    for n, tool in enumerate(tools):
+        spec = tool.get("function") if isinstance(tool, dict) and "function" in tool else tool
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            raise ValueError(f"tool {n} of the record has no string 'name': {json.dumps(tool)[:120]}")
+        out.append({"type": "function", "function": spec})
+    return out or None
+
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 

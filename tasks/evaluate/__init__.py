@@ -33,7 +33,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
 from tuneline.errors import ConfigError, InputError
-from tuneline.models import load_base_model, load_tokenizer
+from tuneline.models import chat_tools, load_base_model, load_tokenizer
 from tuneline.progress import track
 from tuneline.sections import Section
 from tuneline.splits import load_split, sft_example
@@ -282,8 +282,10 @@ def call_cases(fmt: Artifact, tokenizer, n: int) -> list[Case]:
             if calls is None:
                 continue
             tools = record.meta.get("tools")
+            # The tools in the prompt as format renders them: the model is asked for a call
+            # with the functions it may call in view (format quarantined unreadable tools).
             prompt = tokenizer.apply_chat_template(
-                messages[:i], add_generation_prompt=True, tokenize=False
+                messages[:i], add_generation_prompt=True, tokenize=False, tools=chat_tools(tools)
             )
             schema = M.tools_schema(tools)
             cases.append(Case(record.id, "function_call", prompt, m["content"], calls, tools, schema))
@@ -724,7 +726,7 @@ def highlights(report: dict[str, Any]) -> str:
 
 STAGE = Stage(
     name="evaluate",
-    version=2,
+    version=3,  # 3: function-call prompts list the record's tools
     config=EvaluateConfig,
     run=run,
     summary=summary,

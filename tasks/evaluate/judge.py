@@ -83,10 +83,19 @@ Reply with only a JSON object: {{"winner": <"A", "B" or "tie">}}"""
 SCORE_MIN, SCORE_MAX = 1, 5
 
 
+class JudgeModelConfig(TeacherConfig):
+    """The teacher section, decoding greedily unless told otherwise: a judge is a measuring
+    instrument, and a sampled verdict changes from run to run (MT-Bench judges at 0 too)."""
+
+    temperature: float = Field(
+        default=0.0, ge=0, le=2, description="Sampling temperature; 0 (greedy) makes verdicts repeatable."
+    )
+
+
 class JudgeConfig(Section):
-    teacher: TeacherConfig = Field(
+    teacher: JudgeModelConfig = Field(
         description="The judge model: a local transformers model or an OpenAI-compatible "
-        "endpoint (teacher.temperature 0 makes its verdicts repeatable)."
+        "endpoint, with augment's teacher fields (temperature defaults to 0 here)."
     )
     rubric: list[str] = Field(
         default_factory=lambda: list(DEFAULT_RUBRIC),
@@ -101,6 +110,14 @@ class JudgeConfig(Section):
     max_examples: int = Field(
         default=50, ge=1, description="Examples judged (each costs up to 4 judge calls)."
     )
+
+    @field_validator("teacher", mode="before")
+    @classmethod
+    def accept_a_teacher_section(cls, teacher: Any) -> Any:
+        # augment's TeacherConfig object works here too; what it left unset takes the judge defaults
+        if isinstance(teacher, TeacherConfig) and not isinstance(teacher, JudgeModelConfig):
+            return teacher.model_dump(exclude_unset=True)
+        return teacher
 
     @field_validator("rubric")
     @classmethod

@@ -108,10 +108,19 @@ def ollama_template(tokenizer) -> tuple[str | None, str]:
                 "ChatML is translated to Ollama's Go template; Ollama will use the GGUF's "
                 "tokenizer.chat_template if it recognises it, else write a TEMPLATE by hand"
             )
-    return (
-        CHATML_GO_TEMPLATE,
-        "ChatML: translated to Ollama's Go template and checked on a probe conversation",
+    note = "ChatML: translated to Ollama's Go template and checked on a probe conversation"
+    probe_tool = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {}}}]
+    with_tools = tokenizer.apply_chat_template(
+        PROBE[1:2], tools=probe_tool, tokenize=False, add_generation_prompt=True
     )
+    if "zq7_probe_tool" in with_tools:
+        # Ollama serialises .Tools with Go's encoding/json (other key order and spacing), so a
+        # Go rendering of the tool list would not be the prompt the model was trained on.
+        note += (
+            "; it does not list tools (the Jinja template does): serve tool calling with "
+            "vllm.sh or llama_cpp.sh"
+        )
+    return CHATML_GO_TEMPLATE, note
 
 
 # transformers' {% generation %} markers (for assistant-only loss) render nothing, but Jinja

@@ -451,3 +451,67 @@ def test_report_counts_the_rows_each_training_method_can_use(mixed):
     md = fmt.STAGE.summary(art.report)
     counts = ", ".join(f"{m} {n}" for m, n in per_method["train"].items())
     assert f"Train rows per method: {counts}" in md
+
+
+SEARCH_TOOL = {
+    "name": "search_recipes",
+    "description": "Search for recipes based on ingredients",
+    "parameters": {
+        "type": "object",
+        "properties": {"ingredients": {"type": "array", "items": {"type": "string"}}},
+        "required": ["ingredients"],
+    },
+}
+
+
+def tool_chat(i: str, tools) -> Record:
+    record = chat(
+        i,
+        ("system", "You help with cooking."),
+        ("user", "I have chicken and rice."),
+        ("assistant", '{"name": "search_recipes", "arguments": {"ingredients": ["chicken", "rice"]}}'),
+    )
+    return record.model_copy(update={"meta": {**record.meta, "tools": tools}})
+
+
+def test_a_records_tools_are_listed_in_its_prompt_and_bad_tools_are_quarantined(store_root):
+    """A model asked to call a function must see it: the tools (LLaMA-Factory's JSON string or
+    OpenAI's wrapped list) go into the system turn of the prompt, not into the completion."""
+    store = ArtifactStore(store_root)
+    records = [
+        tool_chat("as-string", json.dumps([SEARCH_TOOL])),
+        tool_chat("openai-wrapped", [{"type": "function", "function": SEARCH_TOOL}]),
+        tool_chat("not-json", "[{name: search_recipes"),
+        tool_chat("no-name", [{"description": "nameless"}]),
+        chat("plain", ("user", "Hi"), ("assistant", "Hello.")),
+        tool_chat("empty-list", "[]"),  # LLaMA-Factory writes "[]" for a chat without tools
+    ]
+    art = run_format(store, make_input(store, records), config(max_length=512))
+    rows = all_rows(art)
+    spec = json.dumps(SEARCH_TOOL, ensure_ascii=False)
+    for i in ("as-string", "openai-wrapped"):
+        prompt = rows[i]["prompt"]
+        assert prompt.startswith("<|im_start|>system\nYou help with cooking.\n\n# Tools")
+        assert f"<tools>\n{spec}\n</tools>" in prompt
+        assert prompt.count("<|im_start|>system") == 1  # the system turn is merged, not repeated
+        assert "search_recipes" not in rows[i]["completion"].split('"name"')[0]
+    assert rows["as-string"]["prompt"] == rows["openai-wrapped"]["prompt"]
+    # a record without tools renders exactly as before: plain ChatML
+    assert rows["plain"]["prompt"] == "<|im_start|>user\nHi<|im_end|>\n" + GEN_PROMPT
+    assert "# Tools" not in rows["empty-list"]["prompt"]
+    rejected = {r["record"]["id"]: r for r in art.rejected()}
+    assert {i: rejected[i]["reason"] for i in ("not-json", "no-name")} == {"not-json": "bad_tools", "no-name": "bad_tools"}
+    assert "not JSON" in rejected["not-json"]["error"] and "'name'" in rejected["no-name"]["error"]
+    assert art.report["records_with_tools"] == 2 and art.report["tokenizer"]["renders_tools"] is True
+    assert "2 records carry tools, listed in each prompt" in fmt.summary(art.report)
+
+
+def test_a_template_that_ignores_tools_is_reported():
+    tok = train_tokenizer(["some words to learn"] * 5, 300)
+    assert fmt.renders_tools(tok)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    assert not fmt.renders_tools(tok)
+    report = {"tokenizer": {"origin": "loaded", "source": "x", "vocab_size": 1, "chat_template": "model's own",
+                            "renders_tools": False}, "records_with_tools": 3}
+    text = fmt.summary({**report, **fmt.split_report({s: fmt.SplitStats() for s in ("train", "eval")}, config())})
+    assert "3 records carry tools, NOT shown to the model" in text

@@ -288,3 +288,11 @@ def test_a_random_local_judge_is_unparseable_everywhere_and_does_not_crash(tiny_
     pw = report["pairwise"]
     assert (pw["n"], pw["unparseable"], pw["decided"], pw["win_rate"]) == (2, 2, 0, None)
     assert re.sub(r"\s", "", report["tuned"]["items"][0]["reply"]) != ""
+
+
+def test_the_judge_decodes_greedily_unless_told_otherwise():
+    plain = {"kind": "openai", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
+    assert JudgeConfig(teacher=plain).teacher.temperature == 0.0
+    assert JudgeConfig(teacher=TeacherConfig(**plain)).teacher.temperature == 0.0
+    assert JudgeConfig(teacher=TeacherConfig(**plain, temperature=0.3)).teacher.temperature == 0.3
+    assert TeacherConfig(**plain).temperature == 0.7  # augment's teacher still samples

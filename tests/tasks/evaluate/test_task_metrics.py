@@ -16,6 +16,7 @@ from tests.tasks.evaluate.support import (
     write_toolcall_format_artifact,
 )
 from tuneline.errors import ConfigError
+from tuneline.models import chat_tools
 
 
 @pytest.fixture(scope="module")
@@ -122,11 +123,16 @@ def test_schema_guided_decoding_makes_a_random_model_write_valid_calls(trained_s
     assert sum(fc["base_guided"][k] for k in ("correct", "wrong_name", "wrong_args")) == 6
     rows = read_examples(art)
     assert len(rows) == 6 and all(r["task"] == "function_call" for r in rows)
+    tools_of = {rec.id: rec.meta["tools"] for rec in fmt.records()}
     for r in rows:
         call = json.loads(r["base_guided"])
         assert set(call) == {"name", "arguments"}
         assert r["reference"].startswith('{"name"')
-        assert r["prompt"].startswith(("user", "system"))
+        assert r["prompt"].startswith("system")
+        # the functions it may call are in view, as format renders them for training
+        record_tools = tools_of[r["id"]]
+        tools = "\n".join(json.dumps(t["function"], ensure_ascii=False) for t in chat_tools(record_tools))
+        assert f"<tools>\n{tools}\n</tools>" in r["prompt"]
     assert "| function-call accuracy | 6 |" in (art.path / "report.md").read_text()
 
 

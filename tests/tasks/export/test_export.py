@@ -238,6 +238,22 @@ def test_modelfile_template_renders_what_the_chat_template_renders(setup):
     )
 
 
+def test_the_modelfile_says_it_does_not_list_tools(setup):
+    """Our ChatML lists tools in the system turn; Ollama's Go TEMPLATE cannot render them the
+    same way, and the Modelfile says so instead of serving a different tool prompt silently."""
+    _, cfg, _, trained, _, _ = setup
+    tok = load_tokenizer(cfg.model, trained.path / "tokenizer")
+    template, note = serving.ollama_template(tok)
+    assert template == serving.CHATML_GO_TEMPLATE
+    assert "does not list tools" in note and "vllm.sh or llama_cpp.sh" in note
+    tok.chat_template = (  # plain ChatML, without a tools branch
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    template, note = serving.ollama_template(tok)
+    assert template == serving.CHATML_GO_TEMPLATE and "tools" not in note
+
+
 def test_go_renderer_follows_go_semantics():
     """The test renderer itself: trim markers, range, if/else with eq, $."""
     t = '{{- range .Messages }}{{ if eq .Role "user" }}U:{{ else }}{{ $.Name }}:{{ end }}{{ .Content }}\n{{- end }}'
