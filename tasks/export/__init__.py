@@ -194,7 +194,7 @@ def write_serving(
         written["Modelfile"] = text
         template_file = "serving/chat_template.jinja" if portable[0] else None
         written["llama_cpp.sh"] = serving.llama_cpp_script(gguf_rel, template_file)
-    written["vllm.sh"] = serving.vllm_script(ex.dtype, context_length)
+    written["vllm.sh"] = serving.vllm_script(ex.dtype, context_length, serving.renders_tools(tokenizer))
     if portable[0]:
         written["chat_template.jinja"] = portable[0]
     for name, text in written.items():
@@ -367,7 +367,7 @@ def highlights(report: dict[str, Any]) -> str:
 
 STAGE = Stage(
     name="export",
-    version=1,
+    version=2,  # 2: vllm.sh parses tool calls when the template lists tools
     config=ExportConfig,
     run=run,
     summary=summary,

@@ -24,6 +24,7 @@ __all__ = [
     "modelfile",
     "ollama_template",
     "portable_template",
+    "renders_tools",
     "stop_tokens",
     "vllm_script",
 ]
@@ -109,11 +110,7 @@ def ollama_template(tokenizer) -> tuple[str | None, str]:
                 "tokenizer.chat_template if it recognises it, else write a TEMPLATE by hand"
             )
     note = "ChatML: translated to Ollama's Go template and checked on a probe conversation"
-    probe_tool = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {}}}]
-    with_tools = tokenizer.apply_chat_template(
-        PROBE[1:2], tools=probe_tool, tokenize=False, add_generation_prompt=True
-    )
-    if "zq7_probe_tool" in with_tools:
+    if renders_tools(tokenizer):
         # Ollama serialises .Tools with Go's encoding/json (other key order and spacing), so a
         # Go rendering of the tool list would not be the prompt the model was trained on.
         note += (
@@ -190,16 +187,32 @@ def modelfile(
     return "\n".join(lines) + "\n"
 
 
-def vllm_script(dtype: str, context_length: int) -> str:
+def renders_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template lists the tools a request passes."""
+    if not tokenizer.chat_template:
+        return False
+    probe_tool = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {}}}]
+    text = tokenizer.apply_chat_template(
+        PROBE[1:2], tools=probe_tool, tokenize=False, add_generation_prompt=True
+    )
+    return "zq7_probe_tool" in text
+
+
+def vllm_script(dtype: str, context_length: int, tools: bool = False) -> str:
     """``serving/vllm.sh``: vLLM's OpenAI-compatible server on ``merged/``.
 
     Args:
         dtype: the merged weights' dtype.
         context_length: ``--max-model-len``.
+        tools: the chat template lists tools, so requests with ``tools`` get the model's calls
+            back as ``tool_calls``: vLLM's ``llama3_json`` parser reads exactly the plain
+            ``{"name": ..., "arguments": {...}}`` objects our template asks for.
     """
     cmd = (
         f"vllm serve merged/ --chat-template merged/chat_template.jinja --dtype {dtype} "
-        f'--max-model-len {context_length} --generation-config auto "$@"'
+        f"--max-model-len {context_length} --generation-config auto"
+        + (" --enable-auto-tool-choice --tool-call-parser llama3_json" if tools else "")
+        + ' "$@"'
     )
     return _script("vLLM (OpenAI-compatible server) on the merged 16-bit weights", cmd)
 

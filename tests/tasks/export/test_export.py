@@ -232,6 +232,7 @@ def test_modelfile_template_renders_what_the_chat_template_renders(setup):
     assert go.endswith("<|im_start|>assistant\n")
     vllm = (art.path / "serving" / "vllm.sh").read_text()
     assert "vllm serve merged/ --chat-template merged/chat_template.jinja --dtype bfloat16" in vllm
+    assert "--tool-call-parser llama3_json" in vllm  # our ChatML lists tools
     assert (
         "llama-server -m gguf/model-q8_0.gguf --jinja --chat-template-file serving/chat_template.jinja"
         in (art.path / "serving" / "llama_cpp.sh").read_text()
@@ -252,6 +253,10 @@ def test_the_modelfile_says_it_does_not_list_tools(setup):
     )
     template, note = serving.ollama_template(tok)
     assert template == serving.CHATML_GO_TEMPLATE and "tools" not in note
+    # vLLM hands back the calls as tool_calls only where the template shows the model its tools
+    tool_flags = "--enable-auto-tool-choice --tool-call-parser llama3_json"
+    assert tool_flags in serving.vllm_script("bfloat16", 256, tools=True)
+    assert "tool" not in serving.vllm_script("bfloat16", 256, tools=serving.renders_tools(tok))
 
 
 def test_go_renderer_follows_go_semantics():
