@@ -44,7 +44,13 @@ from pydantic import Field
 from tuneline import shapes
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
-from tuneline.models import CHATML_TEMPLATE, chat_tools, load_tokenizer, train_tokenizer
+from tuneline.models import (
+    CHATML_TEMPLATE,
+    chat_tools,
+    load_tokenizer,
+    renders_tools,
+    train_tokenizer,
+)
 from tuneline.progress import track
 from tuneline.records import Record, load_jsonl_gz
 from tuneline.scratch import scratch_dir
@@ -110,19 +116,6 @@ def build_tokenizer(inputs: list[Artifact], cfg) -> tuple[Any, dict[str, Any]]:
     return tok, info
 
 
-_PROBE_TOOL = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {"type": "object"}}}]
-
-
-def renders_tools(tok) -> bool:
-    """Whether the chat template shows the model a record's tools (many templates ignore them)."""
-    probe = [{"role": "user", "content": "hi"}]
-    try:
-        text = tok.apply_chat_template(probe, tools=_PROBE_TOOL, tokenize=False, add_generation_prompt=True)
-    except TemplateError:
-        return False
-    return "zq7_probe_tool" in text
-
-
 # ------------------------------------------------------------------------------ rendering
 
 
@@ -161,17 +154,20 @@ def _reply_after(tok, prompt_messages: list[dict[str, str]], reply: str, prompt:
     return full[len(prompt) :]
 
 
-def render(record: Record, tok) -> dict[str, Any]:
+def render(record: Record, tok, tools: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The fields of one ``SplitRow`` for ``record``, all but ``n_tokens``/``truncated``.
 
     Args:
         record: a kept record of any kind.
         tok: the tokenizer with its chat template set.
+        tools: the record's tools already read (``_tools``); None reads them here.
 
     Raises:
         RenderError: the chat does not end with an assistant turn, or the template fails.
     """
     row: dict[str, Any] = {"id": record.id, "kind": record.kind}
+    if tools is None and record.kind != "text":
+        tools = _tools(record)
     if record.kind == "text":
         # The eos teaches a base model where a document stops.
         row["prompt"], row["completion"] = "", record.text + (tok.eos_token or "")
@@ -181,11 +177,11 @@ def render(record: Record, tok) -> dict[str, Any]:
             raise NoAssistantTurn(
                 f"the chat ends with a {messages[-1]['role']} turn, not an assistant reply"
             )
-        context, tools = messages[:-1], _tools(record)
+        context = messages[:-1]
         row["prompt"] = _apply_template(tok, context, True, tools)
         row["completion"] = _reply_after(tok, context, messages[-1]["content"], row["prompt"], tools)
     else:  # preference
-        context, tools = _messages(record), _tools(record)
+        context = _messages(record)
         row["prompt"] = _apply_template(tok, context, True, tools)
         row["completion"] = _reply_after(tok, context, record.chosen, row["prompt"], tools)
         row["rejected_completion"] = _reply_after(tok, context, record.rejected, row["prompt"], tools)
@@ -488,7 +484,8 @@ def render_all(
     with JsonlGzWriter(spill, compresslevel=1) as fh:
         for record in track(inputs[0].records(), "format: rendering"):
             try:
-                fields = render(record, tok)
+                tools = _tools(record) if record.kind != "text" else None
+                fields = render(record, tok, tools)
             except RenderError as e:
                 out.reject(record, e.reason, error=str(e))
                 continue
@@ -500,7 +497,7 @@ def render_all(
             )
             fh.write([record.model_dump(mode="json", exclude_none=True), row.to_json()])
             ids.append(record.id)
-            with_tools += bool(record.meta.get("tools")) and _tools(record) is not None  # "[]" has none
+            with_tools += tools is not None  # LLaMA-Factory's "[]" reads as no tools
     return ids, with_tools
 
 

@@ -74,6 +74,26 @@ def chat_tools(tools: Any) -> list[dict[str, Any]] | None:
     return out or None
 
 
+_PROBE_TOOLS = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {"type": "object"}}}]
+
+
+def renders_tools(tokenizer) -> bool:
+    """Whether ``tokenizer``'s chat template shows the model the tools it is given (many
+    templates ignore the ``tools`` argument), found by rendering a probe."""
+    from jinja2 import TemplateError
+
+    if not tokenizer.chat_template:
+        return False
+    probe = [{"role": "user", "content": "hi"}]
+    try:
+        text = tokenizer.apply_chat_template(
+            probe, tools=_PROBE_TOOLS, tokenize=False, add_generation_prompt=True
+        )
+    except TemplateError:
+        return False
+    return "zq7_probe_tool" in text
+
+
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 

@@ -14,6 +14,8 @@ import re
 import shlex
 from typing import Any
 
+from tuneline.models import renders_tools
+
 __all__ = [
     "CHATML_GO_TEMPLATE",
     "PROBE",
@@ -185,17 +187,6 @@ def modelfile(
     lines += [f"PARAMETER stop {_quoted(s)}" for s in stops]
     lines.append(f"PARAMETER num_ctx {context_length}")
     return "\n".join(lines) + "\n"
-
-
-def renders_tools(tokenizer) -> bool:
-    """Whether the tokenizer's chat template lists the tools a request passes."""
-    if not tokenizer.chat_template:
-        return False
-    probe_tool = [{"type": "function", "function": {"name": "zq7_probe_tool", "parameters": {}}}]
-    text = tokenizer.apply_chat_template(
-        PROBE[1:2], tools=probe_tool, tokenize=False, add_generation_prompt=True
-    )
-    return "zq7_probe_tool" in text
 
 
 def vllm_script(dtype: str, context_length: int, tools: bool = False) -> str:

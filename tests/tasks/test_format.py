@@ -158,7 +158,7 @@ def test_a_rendered_row_that_does_not_fit_the_schema_fails_the_stage(store_root,
     monkeypatch.setattr(
         fmt,
         "render",
-        lambda record, tok: {"id": record.id, "kind": "chat", "prompt": "p", "text": "p"},
+        lambda record, tok, tools=None: {"id": record.id, "kind": "chat", "prompt": "p", "text": "p"},
     )
     with pytest.raises(ValidationError, match="completion"):
         run_format(store, inp, config())
