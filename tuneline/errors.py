@@ -40,6 +40,13 @@ class StoreError(TunelineError):
     """The artifact root cannot be used (read-only, not a directory, no permission)."""
 
 
+class NonFiniteError(TunelineError):
+    """A loss, metric or logit came out NaN or infinite: the model diverged (a learning rate
+    too high for it, bad data) or was broken before. The same config and data diverge the same
+    way, so it is not retried; nothing is published from it, and the message says where it was
+    seen and what to change."""
+
+
 class TransientError(Exception):
     """A failure that a later attempt may not see (a flaky disk, a network blip): retried."""
 

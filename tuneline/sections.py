@@ -11,10 +11,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# numpy's seeds (HF's set_seed and lm-eval seed numpy too) are 0 to 2**32 - 1; a negative
+# seed fails deep inside the trainer instead of here.
+SEED_MAX = 2**32 - 1
+
 
 class Section(BaseModel):
-    # Unknown keys are typos: reject them rather than silently ignoring a setting.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Unknown keys are typos: reject them rather than silently ignoring a setting. No setting
+    # means anything as NaN or infinity, and infinity passes one-sided range checks (inf > 0):
+    # `learning_rate: .inf` trained a 100% NaN adapter and shipped it. So every float of every
+    # section must be finite, and the message names the field.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 # ----------------------------------------------------------------------------------- run

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
-from tuneline.errors import ConfigError, InputError
+from tuneline.errors import ConfigError, InputError, NonFiniteError
 from tuneline.models import chat_tools, load_base_model, load_tokenizer
 from tuneline.progress import track
 from tuneline.sections import Section
@@ -162,6 +162,25 @@ def encode(tokenizer, example: dict[str, str], max_length: int) -> tuple[list[in
     return ids[:max_length], common_prefix_length(prompt_ids, ids)
 
 
+def nonfinite_loss(label: str, value: float, tokens: int) -> NonFiniteError:
+    """The error of a model whose eval loss is NaN or infinite over ``tokens`` scored tokens
+    (a tuned model from a diverged run, or a broken base): every figure after it (perplexity,
+    deltas, exports, the card) would be meaningless, so the stage stops here."""
+    if label == "base":
+        why = (
+            "the base model itself computes NaN/inf logits: check model.name_or_path, its "
+            "weights and dtype (a bfloat16 checkpoint loaded in float16 can overflow)"
+        )
+    else:
+        why = (
+            "its weights or logits hold NaN/inf, so training diverged: see the train report's "
+            "loss, lower train.learning_rate and train again"
+        )
+    return NonFiniteError(
+        f"evaluate: the {label} model's eval loss is {value} over {tokens} tokens; {why}"
+    )
+
+
 def score(
     model, batches: list[list[tuple[list[int], int]]], pad_id: int, label: str
 ) -> dict[str, float]:
@@ -174,7 +193,10 @@ def score(
         model: a causal LM in eval mode.
         batches: lists of ``(ids, completion_start)`` from :func:`encode`.
         pad_id: the padding token id (padding is masked out).
-        label: names the progress bar.
+        label: names the progress bar and, in an error, the model (``base``, ``tuned``).
+
+    Raises:
+        NonFiniteError: the loss over the scored tokens is NaN or infinite.
     """
     import torch
     import torch.nn.functional as F
@@ -204,6 +226,8 @@ def score(
             count[name] += int(mask.sum())
     out: dict[str, float] = {}
     for name in ("all", "completion"):
+        if count[name] and not math.isfinite(nll[name]):
+            raise nonfinite_loss(label, nll[name], count[name])
         loss = nll[name] / count[name] if count[name] else float("nan")
         out[f"loss_{name}"] = loss
         out[f"ppl_{name}"] = math.exp(loss) if count[name] else float("nan")
@@ -612,6 +636,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     Raises:
         InputError: the eval split is empty.
         ConfigError: ``evaluate.json_schema`` is not a readable schema.
+        NonFiniteError: the base or the tuned model's eval loss is NaN or infinite.
     """
     fmt, trained = inputs
     ev = cfg.evaluate

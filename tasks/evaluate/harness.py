@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field
 
 from tuneline.errors import InputError
-from tuneline.sections import Section
+from tuneline.sections import SEED_MAX, Section
 
 # Environment that keeps transformers, datasets and the hub client off the network.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -63,7 +63,12 @@ class HarnessConfig(Section):
         description="Bootstrap resamples for the standard errors of non-mean metrics "
         "(0: no standard errors at all).",
     )
-    seed: int = Field(default=1234, description="Seed for few-shot sampling and the model RNGs.")
+    seed: int = Field(
+        default=1234,
+        ge=0,
+        le=SEED_MAX,
+        description="Seed for few-shot sampling and the model RNGs.",
+    )
 
 
 # ------------------------------------------------------------------------------ the tasks

@@ -119,7 +119,8 @@ def check_format(
         base_factory: builds the float32 base (for ``adapter``).
     """
     model, gguf_tok = equivalence.load_export(fmt, root, base_factory)
-    worst, top1, n = equivalence.compare(reference, equivalence.logits_of(model, prompt_ids))
+    got = equivalence.logits_of(model, prompt_ids)
+    worst, top1, n = equivalence.compare(reference, got, fmt)
     tok_match = (
         None if gguf_tok is None else equivalence.encode_prompts(gguf_tok, prompts) == prompt_ids
     )
@@ -228,6 +229,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     Raises:
         InputError: the eval split has no prompt, or the train artifact has no weights.
         ExportMismatch: a format is beyond its limits (nothing is published).
+        NonFiniteError: the trained model or an export gives NaN or infinite logits.
     """
     import torch
 
@@ -250,6 +252,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
     portable = serving.portable_template(tokenizer)
     model = load_reference(cfg, trained, tokenizer)
     reference = equivalence.logits_of(model, prompt_ids)
+    equivalence.check_finite(reference, "the trained model")  # before any file is written
     formats: list[str] = []
 
     has_adapter = (trained.path / "adapter").is_dir() and not (trained.path / "model").is_dir()

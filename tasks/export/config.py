@@ -92,12 +92,16 @@ class ExportConfig(Section):
     @field_validator("tolerance", "min_top1")
     @classmethod
     def check_formats(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
-        """Keys must be formats, values non-negative; formats not given keep their defaults (so
-        the key holds every limit in force)."""
+        """Keys must be formats, values non-negative (and a top-1 share at most 1; NaN and inf
+        are refused for every section); formats not given keep their defaults (so the key holds
+        every limit in force)."""
         _known("export format", value, FORMATS)
         bad = [f"{k}={v}" for k, v in value.items() if v < 0]
         if bad:
             raise ValueError(f"negative limits {', '.join(bad)}; use a value >= 0")
+        over = [f"{k}={v}" for k, v in value.items() if info.field_name == "min_top1" and v > 1]
+        if over:
+            raise ValueError(f"shares over 1 {', '.join(over)}: no export could pass; use 0-1")
         defaults = DEFAULT_TOLERANCE if info.field_name == "tolerance" else DEFAULT_MIN_TOP1
         return {**defaults, **value}
 

@@ -14,10 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuneline.errors import TunelineError
+from tuneline.errors import NonFiniteError, TunelineError
 
 __all__ = [
     "Check",
+    "check_finite",
     "ExportMismatch",
     "compare",
     "encode_prompts",
@@ -86,13 +87,52 @@ def logits_of(model, prompt_ids: list[list[int]]):
     return out
 
 
-def compare(reference, got) -> tuple[float, float, int]:
+def check_finite(logits, whose: str) -> None:
+    """Raises ``NonFiniteError`` when any of ``logits`` (a :func:`logits_of` result) is NaN or
+    infinite. ``max`` passes a NaN difference over (``max(0.0, nan)`` is 0.0) and NaN argmaxes
+    agree, so without this a NaN model and its NaN exports "match" with Δ0.
+
+    Args:
+        logits: per-prompt logits.
+        whose: names them in the error (``the trained model``, ``export q8_0``).
+    """
+    import torch
+
+    bad = sum(int((~torch.isfinite(x)).any(-1).sum()) for x in logits)
+    if not bad:
+        return
+    total = sum(x.shape[0] for x in logits)
+    if whose == "the trained model":
+        what = (
+            "the train artifact holds a diverged model: lower train.learning_rate, train again "
+            "and re-run from train"
+        )
+    else:
+        what = (
+            "the trained model's logits are finite, so the export broke them: a conversion "
+            "bug, or a dtype too narrow for the weights (export.dtype bfloat16 keeps float32's "
+            "range)"
+        )
+    raise NonFiniteError(
+        f"export: {whose} gives NaN or infinite logits at {bad} of {total} positions of the "
+        f"check prompts; {what}; nothing is published"
+    )
+
+
+def compare(reference, got, fmt: str = "the export") -> tuple[float, float, int]:
     """``(max |Δlogit|, top-1 agreement, positions)`` between two :func:`logits_of` results.
 
     Args:
         reference: the trained model's logits.
         got: an export's logits on the same prompts.
+        fmt: the export's format, for the error.
+
+    Raises:
+        NonFiniteError: either side holds a NaN or infinite logit (no figure would mean
+            anything).
     """
+    check_finite(reference, "the trained model")
+    check_finite(got, f"export {fmt}")
     worst, agree, n = 0.0, 0, 0
     for a, b in zip(reference, got, strict=True):
         worst = max(worst, (a - b).abs().max().item())

@@ -29,6 +29,7 @@ importing the stage (the registry does, to build the config) stays cheap.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tasks.ingest import ranks
@@ -97,6 +98,8 @@ def summary(report: dict[str, Any]) -> str:
         by_count = sorted(reasons.items(), key=lambda x: -x[1])
         lines += [f"| {r} | {n} | {shown(r)} |" for r, n in by_count]
     for src in report["sources"]:
+        if src.get("empty"):
+            lines += ["", f"Source `{src['path']}` holds no rows (empty)."]
         for u in src.get("unreadable_files", []):
             lines += ["", f"Could not read `{u['file'] or src['path']}` ({src['path']}): {u['error']}"]
         skipped = src.get("skipped_files", [])
@@ -133,6 +136,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         found = Findings.of(filters)
     else:
         sources, found = ingest_parallel(icfg, out, world)
+    empty = _flag_empty(sources)
     read = sum(s["read"] for s in sources)
     kept = sum(s["kept"] for s in sources)
     # The invariant the rejected shards exist for: every row read is either kept or rejected.
@@ -147,8 +151,27 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         languages=dict(found.languages.most_common()),
         language_unknown_kept=found.unknown_kept,
         examples=found.examples,  # the first rejected record of each filter's reason
+        empty_sources=empty,
         ranks=world,
     )
+
+
+def _flag_empty(sources: list[dict[str, Any]]) -> int:
+    """Marks the report lines of sources that held no row at all (``empty: true``), with a
+    warning naming each, and returns how many: an empty file, or a folder with nothing a
+    reader takes, is more often a wrong path or a failed export than an intended input."""
+    n = 0
+    for src in sources:
+        if src["read"] == 0:
+            src["empty"] = True
+            n += 1
+            files = len(src.get("skipped_files", []))
+            skipped = f" ({files} files in it skipped)" if files else ""
+            logging.getLogger("tuneline").warning(
+                "ingest: source %s holds no rows%s; check that it is the file you meant and "
+                "that it was written completely", src["path"], skipped,
+            )
+    return n
 
 
 def _ranks(icfg: IngestConfig) -> int:
@@ -167,7 +190,9 @@ STAGE = Stage(
     # 2: folders of every kind, WARC, oversized rows, unreadable files reported
     # 3: filters by record kind (reply rules, Gopher words without punctuation, CJK lengths),
     #    language ID on the prose part with "unknown", examples per reason in the report
-    version=3,
+    # 4: a JSON list cut part-way keeps its items before the cut; NaN/Infinity literals and
+    #    ShareGPT value lists are unparseable; empty sources flagged in the report
+    version=4,
     config=IngestConfig,
     run=run,
     summary=summary,

@@ -60,12 +60,19 @@ class PartWriter:
         self.fh = gzip.open(path, "wt", encoding="utf-8", compresslevel=1)
         self.share, self.filters = share, filters
         self.example_batch: dict[str, int] = {}
+        self.last_batch = -1  # the batch of the last row written
 
     def _add(self, row: dict[str, Any]) -> None:
         self.fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.last_batch = row["b"]
+        self._place_examples()
+
+    def _place_examples(self) -> None:
+        """Tags each example not yet placed with the batch of the last row written: every
+        example is of a row this rank took, and the ones noted so far are of rows up to it."""
         if len(self.filters.examples) != len(self.example_batch):
             for reason in self.filters.examples.keys() - self.example_batch.keys():
-                self.example_batch[reason] = self.share.batch
+                self.example_batch[reason] = self.last_batch
 
     def write(self, record: Record) -> None:
         self._add({"b": self.share.batch, "r": record.model_dump(mode="json", exclude_none=True)})
@@ -79,6 +86,9 @@ class PartWriter:
         self._add({"b": self.share.batch, "x": reason, "d": detail, "r": row})
 
     def close(self) -> None:
+        # An example noted after the rank's last row (a caller that writes first, then notes
+        # it) still gets its batch: the merge looks up the batch of every example it is handed.
+        self._place_examples()
         self.fh.close()
 
 

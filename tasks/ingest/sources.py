@@ -146,9 +146,11 @@ def ingest_source(
                     "remove the file, or set ingest.fail_on_unreadable: false to skip it"
                 )
             unreadable.append({"file": row.file, "error": row.detail})
+        # The example before the rejection, as the filters do: a rank's part writer reads the
+        # examples when it writes a row, so one noted after the last row would go unplaced.
         if row.error:
-            out.reject(_rejected_row(src.path, row), row.error, error=row.detail)
             _first_example(filters, row.error, src.path, row, row.detail)
+            out.reject(_rejected_row(src.path, row), row.error, error=row.detail)
             stats["rejected"] += 1
             continue
         try:
@@ -158,8 +160,8 @@ def ingest_source(
             # its own words; anything else (TypeError, RecursionError...) names its type too.
             plain = isinstance(e, ValueError) and str(e)
             error = str(e).splitlines()[0][:500] if plain else error_text(e)
-            out.reject(_rejected_row(src.path, row), "unparseable", error=error)
             _first_example(filters, "unparseable", src.path, row, error)
+            out.reject(_rejected_row(src.path, row), "unparseable", error=error)
             stats["rejected"] += 1
             continue
         verdict = filters.check(record)

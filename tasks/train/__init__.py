@@ -23,6 +23,7 @@ method cannot pack (the stage then logs that ``train.packing`` is ignored). The 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from tasks.train import adapters
 from tasks.train.config import METHODS, LoraConfig, TrainConfig
 from tuneline import progress
 from tuneline.artifacts import Artifact, ArtifactWriter
-from tuneline.errors import InputError
+from tuneline.errors import InputError, NonFiniteError
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.splits import METHOD_ROWS, load_split, rows_for_method
 from tuneline.stage import Stage
@@ -73,6 +74,10 @@ def training_args(cfg, output_dir: str) -> dict[str, Any]:
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,  # the first loss is the "before" point of the report
+        # The trainer's default hides NaN/inf step losses behind the window's mean: a diverged
+        # run then logs a finite loss while its weights are NaN. Logged as they are, the first
+        # one stops the run (nonfinite_guard).
+        logging_nan_inf_filter=False,
         include_num_input_tokens_seen="non_padding",
         save_strategy="steps" if t.checkpoint_steps else "no",
         save_steps=t.checkpoint_steps or 500,
@@ -152,6 +157,59 @@ def step_logger():
                 self.bar.update(100.0, f"trained: {state.global_step} steps")
 
     return LogLoss()
+
+
+def diverged(what: str, cfg) -> NonFiniteError:
+    """The error of a run whose loss or weights are no longer finite numbers.
+
+    Args:
+        what: what was seen, and where (``the training loss is nan at step 7 of 40``).
+        cfg: the ``train`` and ``model`` sections (the learning rate the run used).
+    """
+    lr = cfg.train.resolved_learning_rate(cfg.model)
+    return NonFiniteError(
+        f"train: {what}: training diverged, and nothing is saved. The usual cause is a learning "
+        f"rate too high for the model: this run used {lr:g} (train.learning_rate); lower it "
+        "(10x is a start). If a lower rate diverges too, look for extreme rows in the train split "
+        "(the format report's longest rows, a bad source)."
+    )
+
+
+def nonfinite_guard(cfg):
+    """A callback that fails the run at the first logged loss that is NaN or infinite: every
+    step after it trains NaN weights, and a checkpoint saved from them would resume NaN."""
+    from transformers import TrainerCallback
+
+    class StopOnNonFinite(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            loss = (logs or {}).get("loss")
+            if isinstance(loss, float) and not math.isfinite(loss):
+                step = f"step {state.global_step} of {state.max_steps}"
+                raise diverged(f"the training loss is {loss} at {step}", cfg)
+
+    return StopOnNonFinite()
+
+
+def check_finite(trainer, result, cfg) -> None:
+    """Raises ``NonFiniteError`` when the run's mean loss or any weight that trained is NaN or
+    infinite, before anything is saved (a step the logs did not show can still break them).
+
+    Args:
+        trainer: the trainer, after ``train()``.
+        result: what ``train()`` returned.
+        cfg: the ``train`` and ``model`` sections.
+    """
+    import torch
+
+    if not math.isfinite(result.training_loss):
+        raise diverged(f"the mean training loss is {result.training_loss}", cfg)
+    every = adapters.trains_full_weights(cfg)  # hft's halves take turns: check both
+    for name, p in trainer.model.named_parameters():
+        if (every or p.requires_grad) and p.is_floating_point() and p.numel():
+            finite = torch.isfinite(p.detach())
+            if not bool(finite.all()):
+                share = 1 - finite.float().mean().item()
+                raise diverged(f"{share:.0%} of weight {name} is NaN or infinite", cfg)
 
 
 # -------------------------------------------------------------------------------- report
@@ -286,6 +344,7 @@ def fit(fmt: Artifact, cfg, dest: Path, checkpoints: Path) -> dict[str, Any]:
 
     Raises:
         InputError: the train split holds no row the method can use.
+        NonFiniteError: a logged loss, the mean loss or a trained weight is NaN or infinite.
     """
     import datasets
     from transformers import PrinterCallback
@@ -307,7 +366,7 @@ def fit(fmt: Artifact, cfg, dest: Path, checkpoints: Path) -> dict[str, Any]:
         )
     tokenizer = load_tokenizer(cfg.model, fmt.path / "tokenizer")
     model = adapters.prepare(load_base_model(cfg.model, tokenizer, **adapters.base_model_kwargs(cfg)), cfg)
-    callbacks = [step_logger()]
+    callbacks = [step_logger(), nonfinite_guard(cfg)]  # the loss line is logged, then judged
     if cfg.train.adapter == "hft":
         callbacks.append(adapters.hft_callback(cfg, model))
 
@@ -330,6 +389,7 @@ def fit(fmt: Artifact, cfg, dest: Path, checkpoints: Path) -> dict[str, Any]:
     if resume is not None:
         progress.logger().info("train: resuming from %s", resume.name)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    check_finite(trainer, result, cfg)
 
     history = with_speed(trainer.state.log_history)
     losses = [h["loss"] for h in history if "loss" in h]
@@ -405,6 +465,7 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
 
     Raises:
         InputError: the train split holds no row the method can use.
+        NonFiniteError: training diverged (NaN or infinite loss or weights).
     """
     fmt = inputs[0]
     checkpoints = checkpoint_dir_for(out.store, out.key)

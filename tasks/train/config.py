@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import CoreSchema
 
-from tuneline.sections import ModelConfig, Section
+from tuneline.sections import SEED_MAX, ModelConfig, Section
 
 DEFAULT_METHOD = "sft"
 PREFERENCE_METHODS = ("dpo", "orpo", "kto")  # learn from chosen vs rejected replies
@@ -201,14 +201,16 @@ class TrainConfig(Section):
         "for dpo, orpo and kto (5e-6 with LoRA).",
     )
     epochs: float = Field(default=5, gt=0, description="Passes over the train split.")
-    max_steps: int = Field(default=-1, description="Stop after this many steps (-1: use epochs).")
+    max_steps: int = Field(
+        default=-1, ge=-1, description="Stop after this many steps (-1: use epochs)."
+    )
     batch_size: int = Field(default=8, ge=1, description="Examples per device step.")
     gradient_accumulation_steps: int = Field(
         default=1, ge=1, description="Steps per optimizer update."
     )
     max_length: int = Field(default=512, ge=16, description="Longest training sequence in tokens.")
     packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
-    seed: int = Field(default=0, description="Training seed.")
+    seed: int = Field(default=0, ge=0, le=SEED_MAX, description="Training seed.")
     logging_steps: int = Field(default=5, ge=1, description="Log the loss every N steps.")
     checkpoint_steps: int = Field(
         default=50,
@@ -256,6 +258,14 @@ class TrainConfig(Section):
                 f"{shown}; known methods: {', '.join(METHODS)} (one module each in tasks/train/)"
             )
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("max_steps")
+    @classmethod
+    def check_max_steps(cls, value: int) -> int:
+        # The trainer reads 0 as "use epochs" too; a 0 meant as "no training" would train.
+        if value == 0:
+            raise ValueError("must be -1 (train for train.epochs) or a number of steps from 1")
+        return value
 
     @field_serializer("method")
     def dump_default_method_by_name(

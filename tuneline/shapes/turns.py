@@ -91,6 +91,13 @@ def turn_content(turn: dict[str, Any], what: str) -> str:
         ParseError: the content is not a string, a list of parts with string text, or a tool
             call.
     """
+    if isinstance(turn.get("value"), list):
+        # ShareGPT's value is one string. A list there is not OpenAI's content parts: joining
+        # it would glue separate strings into a turn nobody wrote ("a", "b" -> "ab").
+        raise ParseError(
+            f"{what}.value must be a string, got a list of {len(turn['value'])}; join the "
+            "text yourself, or give OpenAI content parts as content: [{type: text, text: ...}]"
+        )
     content = turn.get("value", turn.get("content"))
     if isinstance(content, list):  # OpenAI content parts: keep the text ones
         content = "".join(_part_text(p, what) for p in content)

@@ -8,7 +8,16 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.ingest.readers.row import UTF8_BOM, ReadLog, Row, error_text, preview, wide_bom
+from tasks.ingest.readers.row import (
+    UTF8_BOM,
+    NonFiniteLiteral,
+    ReadLog,
+    Row,
+    error_text,
+    preview,
+    refuse_constant,
+    wide_bom,
+)
 
 SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 GZIP_MAGIC = b"\x1f\x8b"
@@ -22,8 +31,8 @@ def decode_line(index: int, line: bytes) -> Row:
         raw = line.decode("utf-8", errors="backslashreplace")
         return Row(index, error="broken_utf8", detail=f"invalid UTF-8 at byte {e.start}", raw=raw)
     try:
-        return Row(index, value=json.loads(text), raw=text)
-    except json.JSONDecodeError as e:
+        return Row(index, value=json.loads(text, parse_constant=refuse_constant), raw=text)
+    except (json.JSONDecodeError, NonFiniteLiteral) as e:
         return Row(index, error="unparseable", detail=f"bad JSON: {e}", raw=text)
     except (RecursionError, ValueError) as e:  # nesting too deep, an integer too long, ...
         return Row(index, error="unparseable", detail=f"bad JSON: {error_text(e)}", raw=text)

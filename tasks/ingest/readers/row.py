@@ -57,6 +57,22 @@ class ReadLog:
     skipped: Counter = field(default_factory=Counter)
 
 
+class NonFiniteLiteral(ValueError):
+    """A ``NaN``, ``Infinity`` or ``-Infinity`` literal in a row: Python's json reads them, but
+    they are not JSON (RFC 8259), and a NaN score or weight would poison what trains on it."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"{name} is not a JSON number (JSON has no NaN or Infinity); write null or a "
+            "finite number"
+        )
+
+
+def refuse_constant(name: str):
+    """``parse_constant`` for ``json.loads``: a row holding NaN/Infinity does not parse."""
+    raise NonFiniteLiteral(name)
+
+
 def preview(raw: str | bytes) -> str:
     """The first ``RAW_KEEP_CHARS`` of a raw row, as text (undecodable bytes escaped)."""
     if isinstance(raw, bytes):
