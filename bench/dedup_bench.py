@@ -9,7 +9,7 @@ dropped naming its original), precision (dropped records whose true Jaccard with
 they name is >= 0.6) and records/s of the stage. Then the real duplicates found in
 sharegpt_identity.json and the common-crawl sample, and the "rewritten answers" case: alpaca
 records repeated with the same instruction and a rewritten answer, on the record and on the
-prompt.
+prompt. Last, the same pair recall with the pii stage (defaults) run before dedup and without.
 
     .venv/bin/python bench/dedup_bench.py [--per-bin 40] [--seed 0]
 """
@@ -21,6 +21,7 @@ import gzip
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -67,10 +68,15 @@ def shingles(text: str) -> np.ndarray:
     return np.unique(_SIG.get_shingles(text).ravel())
 
 
-def rewrite(text: str, lo: float, hi: float, vocab: list[str], rng: random.Random) -> str | None:
+def rewrite(
+    text: str, lo: float, hi: float, vocab: list[str], rng: random.Random, keep_layout: bool = False
+) -> str | None:
     """A copy of ``text`` whose Jaccard with it lies in [lo, hi): the first k of a random list
-    of word edits (replace 50 %, delete 25 %, insert 25 %), k found by bisection."""
+    of word edits (replace 50 %, delete 25 %, insert 25 %), k found by bisection. The copy is
+    one line unless ``keep_layout``, which keeps the line breaks and blanks between words
+    (dedup's shingles ignore them; the pii stage's sentence and NER context does not)."""
     words = text.split()
+    seps = re.findall(r"\s+", text.strip()) + [""]
     base = shingles(text)
     if len(words) < 20 or base.size == 0:
         return None
@@ -80,14 +86,17 @@ def rewrite(text: str, lo: float, hi: float, vocab: list[str], rng: random.Rando
 
     def apply(k: int) -> tuple[str, float]:
         out = list(words)
+        gaps = list(seps) if keep_layout else [" "] * (len(words) - 1) + [""]
         for p, op, w in sorted(ops[:k], reverse=True):
             if op == "r":
                 out[p] = w
             elif op == "d":
                 del out[p]
+                del gaps[p]
             else:
                 out.insert(p, w)
-        new = " ".join(out)
+                gaps.insert(p, " ")
+        new = "".join(w + g for w, g in zip(out, gaps, strict=True)).strip()
         return new, dedup.jaccard(base, shingles(new))
 
     a, b = 0, len(ops)
@@ -318,12 +327,73 @@ def rewritten_answers(args, alpaca) -> None:
             )
 
 
+def pii_on_off(args, cc, alpaca) -> None:
+    """Pair recall of the default dedup with and without the pii stage before it (as the
+    pipeline runs): pii's surrogates are one per value across the corpus, so a scrubbed copy
+    must stay as close to its scrubbed original as the raw copy was to the raw original."""
+    rng = random.Random(args.seed + 1)
+    vocab = [w for row in alpaca[:300] for w in row["output"].split()]
+    # documents with names, numbers or addresses in them: what pii rewrites
+    docs = [
+        (f"cc{i}", row["text"]) for i, row in enumerate(cc) if len(row["text"].split()) >= 40
+    ]
+    rng.shuffle(docs)
+    for keep_layout in (True, False):
+        pii_pairs(args, docs, vocab, random.Random(args.seed + 1), keep_layout)
+
+
+def pii_pairs(args, docs, vocab, rng, keep_layout: bool) -> None:
+    from tasks import pii
+
+    copies, pairs = [], []
+    it = iter(docs)
+    for lo, hi in BINS[3:]:  # true duplicates: Jaccard 0.6-1.0
+        made = 0
+        while made < args.per_bin:
+            try:
+                rid, text = next(it)
+            except StopIteration:
+                break
+            new = rewrite(text, lo, hi, vocab, rng, keep_layout=keep_layout)
+            if new is not None:
+                copies.append((rid + "~", new))
+                pairs.append((rid, rid + "~"))
+                made += 1
+    corpus = [Record(id=rid, kind="text", text=t) for rid, t in docs + copies]
+    from tuneline.records import dump_jsonl_gz
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:  # the stage's own path: analyze, then merge
+        shard = Path(tmp) / "00000.jsonl.gz"
+        with open(shard, "wb") as fh:
+            dump_jsonl_gz((r.model_dump(mode="json", exclude_none=True) for r in corpus), fh)
+        totals = pii.Totals()
+        scrubbed = [
+            rec
+            for _, rec, _ in pii.scrub_shards(PipelineConfig().pii, [shard], len(corpus), totals)
+        ]
+    secs = time.perf_counter() - t0
+    changed = sum(a.text != b.text for a, b in zip(corpus, scrubbed, strict=True))
+    print(
+        f"\n## pii before dedup: {len(pairs)} rewritten copies (true Jaccard 0.6-1.0) of "
+        f"common-crawl pages, {'line breaks kept' if keep_layout else 'flattened to one line'}; pii (defaults) changed {changed} of {len(corpus)} records "
+        f"in {secs:.1f} s ({totals.names_everywhere} names scrubbed wherever they occur)\n"
+    )
+    print("| input to dedup | pairs found | recall |")
+    print("|---|---:|---:|")
+    for label, recs in (("raw (pii off)", corpus), ("scrubbed (pii on)", scrubbed)):
+        with tempfile.TemporaryDirectory() as tmp:
+            rej, _, _ = dedup_run(recs, tmp)
+        found = sum(1 for a, b in pairs if rej.get(b, {}).get("duplicate_of") == a)
+        print(f"| {label} | {found} / {len(pairs)} | {found / max(1, len(pairs)):.3f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-bin", type=int, default=40, help="planted pairs per bin and source")
     ap.add_argument("--answers", type=int, default=300, help="rewritten-answer copies")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", choices=["planted", "real", "answers"], default=None)
+    ap.add_argument("--only", choices=["planted", "real", "answers", "pii"], default=None)
     args = ap.parse_args()
     cc, alpaca = load_sources()
     if args.only in (None, "planted"):
@@ -332,6 +402,8 @@ def main() -> None:
         real_sets(cc)
     if args.only in (None, "answers"):
         rewritten_answers(args, alpaca)
+    if args.only in (None, "pii"):
+        pii_on_off(args, cc, alpaca)
 
 
 if __name__ == "__main__":

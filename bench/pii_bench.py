@@ -1,6 +1,10 @@
 """pii_bench.py — recall, precision, residual and damage of the pii stage, next to plain Presidio.
 
-Builds two sets from public text in ../shared/data (never the project's data/sample/):
+First the labelled sets written by others (../shared/data/pii; bench/pii_labelled.py says
+how they are read, mapped and scored): per type, tuneline's recall, verbatim residual and
+precision beside plain Presidio's (AnalyzerEngine defaults, score threshold 0.35, one text at a
+time, same spaCy model). The defaults are chosen on these. Then two sets this project builds
+from public text in ../shared/data (never the project's data/sample/):
 
 * planted: alpaca_en_demo.json answers with realistic PII planted at known spans (several
   templates and formats per type, names from several cultures, some in chat turns and some in
@@ -14,7 +18,8 @@ planted value), then the share of non-PII characters changed on both sets and re
 tuneline's scrubber (workers 1 and ``--workers``) and plain Presidio (AnalyzerEngine defaults
 + AnonymizerEngine, one document at a time, same spaCy model, the offline email recognizer).
 
-    .venv/bin/python bench/pii_bench.py --n 300        # ~3-5 min on 2 cores
+    .venv/bin/python bench/pii_bench.py --n 300        # ~5-7 min on 2 cores
+    .venv/bin/python bench/pii_bench.py --labelled-only  # ~2 min
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -426,6 +432,64 @@ def evaluate(name, detect, anonymize, planted, truth, clean):
     )  # fmt: skip
 
 
+def labelled(scrubber, plain, anon, args) -> None:
+    """The labelled sets (bench/pii_labelled.py): tuneline's stage defaults (operators set to
+    replace, so spans can be scored) beside plain Presidio, per type, and records/s of each."""
+    import pii_labelled as L
+    from presidio_analyzer import RecognizerResult
+
+    from tasks import pii
+    from tasks.pii.config import PIIConfig
+    from tasks.pii.corpus import NameIndex
+
+    replace = pii.Scrubber(PIIConfig(operator="replace", operators={}))
+    sets = [
+        ("presidio_generated_large (all)", L.presidio_large("all")),
+        ("presidio_generated_large (dev half: defaults chosen looking at it)", L.presidio_large("dev")),
+        ("presidio_generated_large (held-out half: other templates)", L.presidio_large("held-out")),
+        ("pii_syn_nano_en", L.nano()),
+    ]  # fmt: skip
+    for title, exs in sets:
+        texts = [e.text for e in exs]
+        keys = [str(i) for i in range(len(texts))]
+        t0 = time.time()
+        found = replace.detect_batch(texts, keys)
+        outs = [replace.apply(t, r)[0] for t, r in zip(texts, found, strict=True)]
+        t_secs = time.time() - t0
+        # The stage's merge: names found in one text are scrubbed in every text (corpus.py)
+        index = NameIndex(replace.travelling(texts, found))
+        merged = [
+            r + [RecognizerResult("PERSON", a, b, 1.0) for a, b in index.find(t)
+                 if not any(x.start < b and a < x.end for x in r)]
+            for t, r in zip(texts, found, strict=True)
+        ]  # fmt: skip
+        m_outs = [replace.apply(t, r)[0] for t, r in zip(texts, merged, strict=True)]
+        t0 = time.time()
+        presults = [plain.analyze(t, language="en") for t in texts]
+        pouts = [anon.anonymize(text=t, analyzer_results=r).text for t, r in zip(texts, presults, strict=True)]
+        p_secs = time.time() - t0
+        tl = L.score("tuneline, per text", exs, [[(r.entity_type, r.start, r.end) for r in rs] for rs in found], outs)
+        tm = L.score("tuneline, with the merge's names", exs, [[(r.entity_type, r.start, r.end) for r in rs] for rs in merged], m_outs)
+        pl = L.score("plain", exs, [[(r.entity_type, r.start, r.end) for r in rs] for rs in presults], pouts)
+        types = sorted({g.type for e in exs for g in e.gold}, key=lambda t: (t not in L.TARGETED, -tl.total[t]))
+
+        def f(x):
+            return "-" if x is None else f"{x:.2f}"
+
+        print(f"\n### {title}: {len(exs)} texts, {sum(len(e.gold) for e in exs)} labelled spans\n")
+        print("| type (ours) | spans | recall tuneline / Presidio | verbatim residual tuneline / Presidio | precision tuneline / Presidio | recall, residual with the merge's names |")
+        print("|---|---:|---|---|---|---|")
+        for t in types:
+            mark = "" if t in L.TARGETED else " (not targeted)"
+            print(f"| {t}{mark} | {tl.total[t]} | {f(tl.recall(t))} / {f(pl.recall(t))} | {f(tl.residual(t))} / {f(pl.residual(t))} | {f(tl.precision(t))} / {f(pl.precision(t))} | {f(tm.recall(t))}, {f(tm.residual(t))} |")
+        tg = [t for t in types if t in L.TARGETED]
+        for sc, secs in ((tl, t_secs), (tm, t_secs), (pl, p_secs)):
+            r, left = sc.over(tg)
+            print(f"\n{sc.name}: targeted types recall {r:.3f}, verbatim residual {left:.3f}, precision "
+                  f"{f(sc.precision())} (all detections {sum(sc.detections.values())}), non-PII characters "
+                  f"changed {sc.nonpii_changed / max(1, sc.nonpii_chars):.2%}, {len(texts) / secs:.1f} texts/s")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -445,6 +509,8 @@ def main() -> None:
         default=None,
         help="records for plain Presidio's speed (default: all)",
     )
+    ap.add_argument("--skip-labelled", action="store_true", help="planted and clean sets only")
+    ap.add_argument("--labelled-only", action="store_true", help="the labelled sets only")
     args = ap.parse_args()
     logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
     rng = random.Random(args.seed)
@@ -482,6 +548,7 @@ def main() -> None:
     plain = AnalyzerEngine(
         nlp_engine=NlpEngineProvider(nlp_configuration=conf).create_engine(),
         supported_languages=["en"],
+        default_score_threshold=0.35,
     )
     plain.registry.remove_recognizer("EmailRecognizer")
     plain.registry.add_recognizer(pii._offline_email_recognizer())  # the stock one goes online
@@ -499,6 +566,10 @@ def main() -> None:
             for t in texts
         ]
 
+    if not args.skip_labelled:
+        labelled(scrubber, plain, anon, args)
+    if args.labelled_only:
+        return
     results = [
         evaluate("tuneline", t_detect, t_anon, planted, truth, clean),
         evaluate("plain Presidio", p_detect, p_anon, planted, truth, clean),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tuneline.sections import Section
 
@@ -84,8 +84,9 @@ class PIIConfig(Section):
         default="replace",
         description=(
             "Default operator. replace: `<ENTITY>`; mask: `****`; hash: sha256 of the value; "
-            "redact: remove; surrogate: a realistic fake of the same type, the same within a "
-            "record, seeded by record id and value (reproducible)."
+            "redact: remove; surrogate: a realistic fake of the same type, one per value "
+            "across the corpus (keyed by type, value and $TUNELINE_PII_SALT), so duplicates "
+            "stay duplicates for dedup."
         ),
     )
     operators: dict[PIIEntity, Operator] = Field(
@@ -115,14 +116,23 @@ class PIIConfig(Section):
         description="Words never treated as PII (e.g. your product's name), also inside a longer match "
         "('Northwind' keeps 'Northwind Outfitters').",
     )
-    keep_public_figures: bool = Field(
-        default=True,
+    keep_public_figures: Literal["off", "listed", "context"] = Field(
+        default="listed",
         description=(
-            "Keep a PERSON span when its context shows a public figure or fictional character "
-            "(author of a book, character of a story, a well-known name). Bench: on "
-            "alpaca_en_demo.json plain Presidio rewrote a name in 40% of records, mostly these."
+            "Which names of public figures and fictional characters stay. listed: those on a "
+            "short list (Shakespeare, Einstein, Sherlock Holmes, ...). context: also any name "
+            "with words such as 'written by', 'the novel', 'character', 'song' around it. off: "
+            "none. Default listed: on labelled text (bench/pii_bench.py, presidio-research's "
+            "set) the context rule kept 11% of private names (\"a song by <name>\", \"directed "
+            "by <name>\"); a renamed author costs a fact, a kept private name costs privacy. "
+            "true/false (the old setting) read as context/off."
         ),
     )
+
+    @field_validator("keep_public_figures", mode="before")
+    @classmethod
+    def check_public_figures_bool(cls, v: Any) -> Any:
+        return {True: "context", False: "off"}.get(v, v) if isinstance(v, bool) else v
     max_residual: int = Field(
         default=0,
         ge=0,

@@ -14,9 +14,10 @@ from collections import Counter
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,24}\b")
 # A card number as cards print it: 13-19 digits in one run, 4-4-4-4(-3) groups or Amex's 4-6-5,
-# one separator throughout. Not inside a longer number, a DOI or an id ("10.1080/106293...").
+# one separator (blank, dash or dot: "4111.1111.1111.1111") throughout. Not inside a longer
+# number, a DOI or an id ("10.1080/106293...").
 CARD = re.compile(
-    r"(?<![\d./:-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{5})(?![\d/:-]|\.\d)"
+    r"(?<![\d./:-])(?:\d{13,19}|\d{4}([ .-])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ .-])\d{6}\2\d{5})(?![\d/:-]|\.\d)"
 )
 # Issuer prefixes and lengths (ISO/IEC 7812 as the networks publish them): a Luhn-valid number
 # outside these is an ISBN, a library bar code or a sum, not a card (1 in 10 numbers pass Luhn).
@@ -31,9 +32,10 @@ CARD_BRANDS: list[tuple[str, tuple[int, ...]]] = [
 ]
 _BRANDS = [(re.compile(p), n) for p, n in CARD_BRANDS]
 MATH_NEAR = re.compile(
-    r"[=+*/×÷^]|\b(?:sum|result|solution|answer|calculat\w*|add|plus|minus|equals?|total|product)\b",
+    r"[=+*×÷^]|\d\s*/\s*\d|\b(?:sum|result|solution|answer|calculat\w*|add|plus|minus|equals?|total|product)\b",
     re.I,
 )
+SENTENCE_BREAK = re.compile(r"[.!?](?=\s)")
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4})?\b")
 SSN = re.compile(r"(?<![\d-])(\d{3})[- ](\d{2})[- ](\d{4})(?![\d-])")
 IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -64,8 +66,13 @@ def card_ok(text: str, start: int, end: int) -> bool:
         return False
     if not any(rx.match(digits) and len(digits) in lengths for rx, lengths in _BRANDS):
         return False
-    around = text[max(0, start - 40) : start] + " " + text[end : end + 5]
-    return not MATH_NEAR.search(around)
+    # the 40 characters before, within the sentence (a URL or a date in the sentence before
+    # is no arithmetic), and the 5 after
+    before = text[max(0, start - 40) : start]
+    breaks = list(SENTENCE_BREAK.finditer(before))
+    if breaks:
+        before = before[breaks[-1].end() :]
+    return not MATH_NEAR.search(before + " " + text[end : end + 5])
 
 
 def iban_ok(value: str) -> bool:
@@ -104,24 +111,38 @@ def ip_ok(value: str) -> bool:
     return not (doc or ip.is_unspecified or ip.is_loopback)
 
 
-def residual(text: str, ignore: set[str] | frozenset[str] = frozenset()) -> Counter[str]:
-    """Counts validated PII values left in ``text`` by type; values in ``ignore`` are skipped."""
-    found: Counter[str] = Counter()
+def residual_spans(
+    text: str, ignore: set[str] | frozenset[str] = frozenset()
+) -> list[tuple[str, int, int]]:
+    """(type, start, end) of each validated PII value in ``text``; values in ``ignore`` are
+    skipped. Overlapping finds keep the first type (an email's digits are not a card)."""
+    found: list[tuple[str, int, int]] = []
+
+    def add(kind: str, m: re.Match) -> None:
+        s, e = m.span()
+        if not any(a < e and s < b for _, a, b in found):
+            found.append((kind, s, e))
+
     for m in EMAIL.finditer(text):
         v = m.group()
         if v not in ignore and not RESERVED_EMAIL.search(v):
-            found["EMAIL_ADDRESS"] += 1
+            add("EMAIL_ADDRESS", m)
     for m in CARD.finditer(text):
         if m.group() not in ignore and card_ok(text, m.start(), m.end()):
-            found["CREDIT_CARD"] += 1
+            add("CREDIT_CARD", m)
     for m in IBAN.finditer(text):
         if m.group() not in ignore and iban_ok(m.group()):
-            found["IBAN_CODE"] += 1
+            add("IBAN_CODE", m)
     for m in SSN.finditer(text):
         if m.group() not in ignore and ssn_ok(*m.groups()):
-            found["US_SSN"] += 1
+            add("US_SSN", m)
     for rx in (IPV4, IPV6):
         for m in rx.finditer(text):
             if m.group() not in ignore and ip_ok(m.group()):
-                found["IP_ADDRESS"] += 1
-    return found
+                add("IP_ADDRESS", m)
+    return sorted(found, key=lambda f: f[1])
+
+
+def residual(text: str, ignore: set[str] | frozenset[str] = frozenset()) -> Counter[str]:
+    """Counts validated PII values left in ``text`` by type; values in ``ignore`` are skipped."""
+    return Counter(kind for kind, _, _ in residual_spans(text, ignore))

@@ -1,15 +1,20 @@
 """The ``surrogate`` operator: a realistic fake of the same type instead of a placeholder.
 
-Deterministic: every fake is drawn from a generator seeded by (record id, entity type, value),
-so the same value gets the same fake everywhere in a record and on every run (artifacts are
-reproducible); a name's words are faked one by one, so "Amara Okafor" and a later "Amara" in the
-same record stay the same person. Fakes use reserved ranges where there are some (example.com,
-192.0.2.0/24, 2001:db8::/32) and small name lists from several cultures (no dependency).
+One fake per value across the corpus: a fake is drawn from a generator seeded by an HMAC of
+(entity type, normalised value) under ``$TUNELINE_PII_SALT``, not by the record, so the same
+person is the same fake person in every record and on every run, and two records that were
+near-duplicates before scrubbing stay near-duplicates after it (dedup runs after pii). What
+that trades: the mapping is consistent, so a fake links the records that held one value; without
+the salt nobody can recompute it, so set a secret salt in production (the built-in one is
+public). A name's words are faked one by one, so "Amara Okafor" and a later "Amara" stay the
+same person. Fakes use reserved ranges where there are some (example.com, 192.0.2.0/24,
+2001:db8::/32) and small name lists from several cultures (no dependency).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import random
 import re
 
@@ -43,8 +48,17 @@ SUFFIXES = ["Street", "Avenue", "Road", "Lane", "Drive", "Court"]
 CITIES = ["Riverton", "Fairview", "Lakewood", "Brookfield", "Ashford", "Milltown"]
 
 
-def _rng(key: str, entity: str, value: str) -> random.Random:
-    digest = hashlib.sha256(f"{key}\x00{entity}\x00{value}".encode()).digest()
+TITLES = {"mr", "mrs", "ms", "mx", "dr", "prof", "miss", "sir", "dame"}
+
+
+def normalised(value: str) -> str:
+    """The form that decides a fake: case, surrounding blanks and runs of blanks do not."""
+    return " ".join(value.split()).casefold()
+
+
+def _rng(salt: str, entity: str, value: str) -> random.Random:
+    msg = f"{entity}\x00{normalised(value)}".encode()
+    digest = hmac.new(salt.encode(), msg, hashlib.sha256).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
@@ -73,26 +87,33 @@ def _luhn_digit(digits: str) -> str:
     return str((10 - total % 10) % 10)
 
 
-def fake_name(key: str, value: str) -> str:
+def fake_name(salt: str, value: str) -> str:
+    """A fake name of as many words; titles stay, each word is faked on its own."""
     words = value.split()
+    titled = [w.rstrip(".").lower() in TITLES for w in words]
+    names = sum(1 for t in titled if not t)
     out = []
-    for i, w in enumerate(words):
-        if w.rstrip(".") in {"Mr", "Mrs", "Ms", "Dr", "Prof", "Miss"}:
+    k = 0
+    for w, title in zip(words, titled, strict=True):
+        if title:
             out.append(w)
             continue
-        pool = FIRST if i == 0 and len(words) > 1 else LAST if len(words) > 1 else FIRST
-        fake = _rng(key, "PERSON-word", w.strip(".,'’").lower()).choice(pool)
+        pool = FIRST if k == 0 and names > 1 else LAST if names > 1 else FIRST
+        k += 1
+        fake = _rng(salt, "PERSON-word", w.strip(".,'’")).choice(pool)
         if w.isupper() and len(w) > 1:
             fake = fake.upper()
+        elif w.islower():
+            fake = fake.lower()
         out.append(fake)
     return " ".join(out)
 
 
-def fake(entity: str, value: str, key: str) -> str:
-    """A fake of ``entity`` for ``value`` in the record ``key`` (deterministic)."""
-    rng = _rng(key, entity, value)
+def fake(entity: str, value: str, salt: str) -> str:
+    """A fake of ``entity`` for ``value``, the same wherever the value occurs (for one salt)."""
+    rng = _rng(salt, entity, value)
     if entity == "PERSON":
-        return fake_name(key, value)
+        return fake_name(salt, value)
     if entity == "EMAIL_ADDRESS":
         return f"{rng.choice(FIRST).lower()}.{rng.choice(LAST).lower().replace(' ', '')}@example.{rng.choice(['com', 'org', 'net'])}"
     if entity == "USER_HANDLE":
