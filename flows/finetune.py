@@ -11,9 +11,8 @@ only does the work that changed. Stages registered beyond these (a module of the
 
 from __future__ import annotations
 
-from prefect import flow
-
 from tuneline.config import PipelineConfig, StageName, demo_config
+from tuneline.orchestration import flow  # Prefect's, with the config stored redacted
 from tuneline.runner import StageRunner
 
 

@@ -8,10 +8,9 @@ reused, so re-running after a failure redoes only the failed stage onward.
 
 from __future__ import annotations
 
-from prefect import flow
-
 from flows.finetune import finetune
 from tuneline.config import PipelineConfig, StageName, demo_config
+from tuneline.orchestration import flow  # Prefect's, with the config stored redacted
 
 
 @flow(name="rerun-stage", description="Re-run one stage (and, with to_end, those after it).")

@@ -77,6 +77,7 @@ from tuneline.errors import TunelineError
 from tuneline.locks import FileKeyLock, KeyLock, LeaseKeyLock, hostname, pid_alive
 from tuneline.provenance import environment
 from tuneline.records import Record, load_jsonl_gz
+from tuneline.redaction import redact_urls
 
 SHARD_SIZE = 50_000  # records per shard: keeps one shard small enough to stream and resume
 SHARD_DIRS = ("data", "rejected")
@@ -995,6 +996,7 @@ class ArtifactWriter:
         if self.reasons:
             self.report.setdefault("rejected_by_reason", dict(sorted(self.reasons.items())))
         self.report.setdefault("seconds", round(time.time() - self.started, 2))
+        self.report.update(redact_urls(self.report))  # a URL a stage reports keeps no credentials
         (self.path / "report.json").write_text(json.dumps(self.report, indent=2, default=str))
         generation = new_generation()
         body = self._manifest(generation)

@@ -55,6 +55,19 @@ def _selection(**sel):
         raise typer.Exit(2) from None
 
 
+def _preflight(cfg: PipelineConfig, selection) -> None:
+    """What this machine must have for the stages the run computes (API keys set, task
+    folders, GPUs), checked before Prefect starts: exit 2, one line per problem."""
+    from tuneline import preflight
+
+    try:
+        preflight.check(cfg, selection)
+    except ConfigError as e:
+        for line in str(e).splitlines():
+            err.print(line, style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _counts(stage: str, report: dict) -> tuple[str, str]:
     from tuneline import registry
 
@@ -91,7 +104,11 @@ def run(
 ) -> None:
     """Run the pipeline; stages whose artifacts exist for this config are reused."""
     cfg = _load(config, set_)
-    _selection(only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
+    selection = _selection(only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
+    from tuneline import redaction
+
+    redaction.protect(cfg)  # before any library can log a key or a URL's password
+    _preflight(cfg, selection)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "tuneline")
 
     from tuneline import scratch
@@ -112,12 +129,13 @@ def run(
                 summary = finetune(config=cfg, only=only, from_stage=from_stage, to_stage=to_stage, force=force or [])
         except Exception as e:
             cause = user_error(e)
+            # A library's message may quote a key or a URL's password: redacted like the logs.
             if cause is not None:  # a user or input error: its message says what to change
-                err.print(f"[red]error: {cause}[/red]")
+                err.print(f"[red]error: {redaction.redact_text(str(cause))}[/red]")
                 err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
                 raise typer.Exit(1) from None
             # a stage failed after its retries (or Prefect's API did not start): say which
-            err.print(f"[red]run failed: {type(e).__name__}: {e}[/red]")
+            err.print(f"[red]run failed: {type(e).__name__}: {redaction.redact_text(str(e))}[/red]")
             err.print("Finished stages are saved; fix the cause and run the same command again to resume.")
             raise typer.Exit(1) from None
     finally:

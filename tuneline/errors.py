@@ -6,7 +6,9 @@ that raises one fails at once, without a retry, and the CLI prints its message a
 traceback): the message names the bad input and what to do.
 
 ``TransientError`` and the errors ``is_transient`` recognises (network, HTTP 5xx and 429,
-timeouts, out-of-disk) may pass on a second attempt: those, and only those, are retried.
+timeouts, out-of-disk) may pass on a second attempt: those, and only those, are retried. An
+HTTP 401 or 403 anywhere in an error's chain is never transient: a refused key is refused
+again, so a stage that meets one raises ``RefusedSecret`` at once.
 Anything else is a bug or an unknown failure: it is not retried either, and keeps its
 traceback so it can be reported.
 """
@@ -14,6 +16,7 @@ traceback so it can be reported.
 from __future__ import annotations
 
 import errno
+import re
 
 
 class TunelineError(Exception):
@@ -34,6 +37,11 @@ class MissingArtifact(TunelineError):
 
 class MissingSecret(TunelineError):
     """An API key or token the config names is not set where it says."""
+
+
+class RefusedSecret(TunelineError):
+    """A server refused the API key or credentials (HTTP 401/403): the message names the
+    variable (or block) the key came from and the config field that names it."""
 
 
 class StoreError(TunelineError):
@@ -66,6 +74,19 @@ TRANSIENT_NAMES = (
 )  # fmt: skip
 
 
+# HTTP statuses that refuse the credentials themselves, and the client libraries' classes for
+# them (openai's AuthenticationError and PermissionDeniedError, ...): the same key is refused
+# the same way, however often it is sent.
+AUTH_STATUSES = (401, 403)
+AUTH_NAMES = ("AuthenticationError", "PermissionDenied", "Unauthorized", "Forbidden")
+# How a 401/403 reads in a message that has lost its exception (Distilabel logs failed calls
+# as text): "Error code: 401", "HTTP 403", "401 Unauthorized", "status_code=401".
+AUTH_TEXT = re.compile(
+    r"(?i)\b(?:error code|status(?:[ _]code)?|http(?:/[\d.]+)?)\s*[:=]?\s*(?:401|403)\b"
+    r"|\b401 unauthorized\b|\b403 forbidden\b"
+)
+
+
 def _status(exc: BaseException) -> int | None:
     for obj in (exc, getattr(exc, "response", None)):
         code = getattr(obj, "status_code", None) or getattr(obj, "status", None)
@@ -92,8 +113,34 @@ def _one_is_transient(exc: BaseException) -> bool | None:
     return None
 
 
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in out):
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def is_auth_failure(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an error it was raised from) is an HTTP 401/403: credentials refused."""
+    for e in _chain(exc):
+        if isinstance(e, RefusedSecret) or _status(e) in AUTH_STATUSES:
+            return True
+        if any(n in cls.__name__ for cls in type(e).__mro__ for n in AUTH_NAMES):
+            return True
+    return False
+
+
+def mentions_auth_failure(text: str) -> bool:
+    """Whether a logged message reports an HTTP 401/403."""
+    return AUTH_TEXT.search(text) is not None
+
+
 def is_transient(exc: BaseException | None) -> bool:
-    """Whether a retry could fix ``exc`` (it, or the error it was raised from)."""
+    """Whether a retry could fix ``exc`` (it, or the error it was raised from). A refused key
+    anywhere in the chain is not, even under a ``TransientError`` that wraps it."""
+    if is_auth_failure(exc):
+        return False
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

@@ -10,6 +10,8 @@ Prefect; stage code never does.
   and ``progress_handle()`` moves a ``<stage>-progress`` artifact.
 - After a stage, its report is published as ``<stage>-report`` (table) and ``<stage>-summary``
   (markdown, from ``Stage.summary``), on reuse too.
+- ``flow(...)``: Prefect's ``@flow`` for tuneline's flows, whose run parameters (the config) are
+  stored in Prefect's database with URL credentials redacted (``RedactedFlow``).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from prefect import task
+from prefect import Flow, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -36,6 +38,7 @@ from prefect.tasks import exponential_backoff
 from tuneline import progress, registry
 from tuneline.artifacts import ArtifactRef
 from tuneline.errors import TunelineError, is_transient, user_error
+from tuneline.redaction import redact_url_text, redact_urls
 from tuneline.sections import RunConfig
 from tuneline.stage import Stage, StageHooks, StageOutcome, execute, flatten_report
 
@@ -92,15 +95,30 @@ def publish_report(
                 table=[{"artifact": ref.key[:12], "reused": reused, **numbers}],
                 description=f"{run_name}: {stage.name} headline metrics (one version per run)",
             )
+    report = redact_urls(report)  # reports written before redaction may still hold a URL's password
     rows = [{"metric": k, "value": str(v)} for k, v in flatten_report(report)]
     note = f"artifact {ref.key[:12]}{', reused' if reused else ''}"
     create_table_artifact(key=f"{stage.name}-report", table=rows, description=f"{stage.name} report ({note})")
     try:
-        md = stage.summary(report)
+        md = redact_url_text(stage.summary(report))
     except Exception as e:  # an old report without a field the summary wants: show the table only
         get_run_logger().warning("%s: could not render its summary (%s)", stage.name, e)
         return
     create_markdown_artifact(key=f"{stage.name}-summary", markdown=md, description=f"{stage.name} summary ({note})")
+
+
+class RedactedFlow(Flow):
+    """A Prefect flow whose run parameters go to Prefect's database with URL credentials
+    redacted. The flow itself is called with the config as given; only the stored copy (what
+    the UI shows, and what a re-run from the UI starts from) says ``***`` instead."""
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        return redact_urls(super().serialize_parameters(parameters))
+
+
+def flow(**options: Any) -> Callable[[Callable[..., Any]], RedactedFlow]:
+    """``prefect.flow(**options)`` making a ``RedactedFlow``."""
+    return lambda fn: RedactedFlow(fn=fn, **options)
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -11,11 +11,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tuneline import registry, scratch
+from tuneline import preflight, redaction, registry, scratch
 from tuneline.artifacts import ArtifactRef, ArtifactStore, CorruptArtifact, corrupt_artifact
 from tuneline.errors import MissingArtifact
 from tuneline.orchestration import stage_task
 from tuneline.pipeline import Selection
+from tuneline.redaction import redact_urls
 from tuneline.stage import StageOutcome
 
 __all__ = ["MissingArtifact", "StageRunner"]
@@ -29,6 +30,10 @@ class StageRunner:
     def __init__(self, cfg: Any, **selection: Any):
         self.cfg = cfg
         self.sel = Selection(**selection)
+        # A flow started from the UI gets what `tuneline run` does first: redacted logs, and
+        # the keys, folders and GPUs its stages need checked before anything is written.
+        redaction.protect(cfg)
+        preflight.check(cfg, self.sel)
         self.store = ArtifactStore(cfg.run.artifact_root)
         self.outcomes: dict[str, StageOutcome] = {}
         self.refs: dict[str, ArtifactRef | None] = {}
@@ -148,6 +153,7 @@ class StageRunner:
             },
             "config": self.cfg.model_dump(mode="json"),
         }
+        summary = redact_urls(summary)  # the flow's result, which Prefect may keep, too
         write_lineage(self.store, summary)
         return summary
 
@@ -156,7 +162,7 @@ def write_lineage(store: ArtifactStore, summary: dict[str, Any]) -> None:
     # Machines sharing a root can finish runs in the same second with the same pid (pid 1 in
     # containers): a random suffix keeps one run from overwriting another's record.
     name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-    body = json.dumps(summary, indent=2, default=str)
+    body = json.dumps(redact_urls(summary), indent=2, default=str)  # no URL credentials on disk
     if store.local:
         d = Path(store._root_path) / "runs"
         d.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,12 @@ A stage module (or package) under ``tasks/`` defines ``STAGE = Stage(...)``:
 - optionally ``source_keys(cfg)``: content hashes of files read from outside the store (ingest's
   sources), ``check(cfg)``: cross-section rules on its slice (raise ``ValueError``), and
   ``highlights(report)``: the one line the CLI prints for it; ``headline(report)``: the numbers
-  followed from run to run (`tuneline runs`, the Prefect `<run>-headline` table).
+  followed from run to run (`tuneline runs`, the Prefect `<run>-headline` table);
+  ``preflight(cfg)``: what only this machine can say about its slice (an API key's variable is
+  set, a folder exists, a GPU is there), raising a ``TunelineError`` or ``ValueError`` that
+  names the full config path; ``tuneline.preflight`` runs it before the first stage, for the
+  stages the run will compute. ``check`` runs wherever a config is validated (the UI, a
+  laptop planning a GPU run), so it must not depend on the machine.
 
 Nothing here imports Prefect: ``tuneline.orchestration`` wraps ``execute`` in a task, and passes
 the hooks (logging, the UI's report artifacts) through ``StageHooks``.
@@ -52,6 +57,7 @@ from tuneline.artifacts import (
     artifact_key,
 )
 from tuneline.errors import StoreError, TransientError
+from tuneline.redaction import redact_urls
 from tuneline.sections import ModelConfig, RunConfig, Section
 
 if TYPE_CHECKING:
@@ -99,6 +105,7 @@ class Stage:
     # The few numbers of a report that are followed from run to run (`tuneline runs`, the
     # `<run>-headline` Prefect table): {"name": number}.
     headline: Callable[[dict[str, Any]], dict[str, float]] | None = None
+    preflight: Callable[[Any], None] | None = None
     module: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -132,8 +139,9 @@ class Stage:
 
 
 def key_config(sliced: ConfigSlice) -> dict[str, Any]:
-    """What the key hashes: each keyed section's values."""
-    return sliced.model_dump(mode="json")
+    """What the key hashes and the manifest records: each keyed section's values, with the
+    credentials of any URL redacted (they never change what a stage computes)."""
+    return redact_urls(sliced.model_dump(mode="json"))
 
 
 class StageOutcome(BaseModel):

@@ -10,7 +10,9 @@ config section that names the teacher; ``TeacherClient.connect`` reads its API k
 
 The API key is read at run time from the environment variable named by ``api_key_env`` (or a
 Prefect Secret block, ``api_key_secret``). It lives only in memory, in the client: it is never
-part of the config, of the client's repr, or of anything ``info``/``redact`` return.
+part of the config, of the client's repr, or of anything ``info``/``redact`` return, and it is
+registered with ``tuneline.redaction`` so that a library echoing it (OpenAI's 401 quotes the
+key) logs ``***``. ``check_access`` sends one request first: a refused key fails once.
 
 Distilabel is imported inside the functions that need it, so importing this module is cheap.
 """
@@ -20,12 +22,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 
-from tuneline import progress
-from tuneline.errors import MissingSecret
+from tuneline import progress, redaction
+from tuneline.errors import MissingSecret, RefusedSecret, is_auth_failure
 from tuneline.sections import Section
 
 # What the teacher is given in memory for a local server without auth (never stored).
@@ -66,12 +67,14 @@ class TeacherConfig(Section):
 # ------------------------------------------------------------------------------ the key
 
 
-def resolve_api_key(teacher: TeacherConfig) -> str | None:
+def resolve_api_key(teacher: TeacherConfig, where: str = "teacher") -> str | None:
     """The teacher's API key, read now and kept only in memory (None: no key is needed).
 
     Args:
         teacher: the teacher section; ``api_key_secret`` (a Prefect Secret block) wins over
             ``api_key_env`` (an environment variable name); both empty means no auth.
+        where: the section's full path in the pipeline config (``augment.teacher``,
+            ``evaluate.judge.teacher``), for the messages.
 
     Raises:
         MissingSecret: the named variable or block is unset or empty, naming it and what to do.
@@ -83,40 +86,49 @@ def resolve_api_key(teacher: TeacherConfig) -> str | None:
         from tuneline.orchestration import read_secret
 
         try:
-            return read_secret(teacher.api_key_secret)
+            key = read_secret(teacher.api_key_secret)
         except ValueError as e:
             raise MissingSecret(
-                f"teacher.api_key_secret names the Prefect Secret block {teacher.api_key_secret!r}, "
+                f"{where}.api_key_secret names the Prefect Secret block {teacher.api_key_secret!r}, "
                 f"which could not be loaded ({e}); create it in the Prefect UI (Blocks > Secret) "
                 "or with `prefect block create secret`"
             ) from None
+        redaction.register_secret(key)  # a library that echoes it must not log it
+        return key
+    check_key_is_set(teacher, where)
     if teacher.api_key_env is None:
         return None
-    key = os.environ.get(teacher.api_key_env, "")
-    if not key:
-        raise MissingSecret(
-            f"teacher.api_key_env names the environment variable {teacher.api_key_env!r}, which is "
-            f"not set (or empty): export {teacher.api_key_env}=<your key> for {public_url(teacher.base_url)}, "
-            "or set teacher.api_key_env to null if the server needs no key"
-        )
+    key = os.environ[teacher.api_key_env]
+    redaction.register_secret(key)
     return key
 
 
+def check_key_is_set(teacher: TeacherConfig, where: str = "teacher") -> None:
+    """Raises ``MissingSecret`` when the environment variable ``api_key_env`` names is unset:
+    what can be known about the key before the first stage runs (a Secret block is read by
+    the stage, from the Prefect server it runs under).
+
+    Args:
+        teacher: the teacher section.
+        where: its full path in the pipeline config, for the message.
+    """
+    if teacher.kind != "openai" or teacher.api_key_secret or teacher.api_key_env is None:
+        return
+    if not os.environ.get(teacher.api_key_env, ""):
+        raise MissingSecret(
+            f"{where}.api_key_env names the environment variable {teacher.api_key_env!r}, which is "
+            f"not set (or empty): export {teacher.api_key_env}=<your key> for {public_url(teacher.base_url)}, "
+            f"or set {where}.api_key_env to null if the server needs no key"
+        )
+
+
 def public_url(url: str | None) -> str | None:
-    """The URL without any user:password part, safe to log and report.
+    """The URL with any user:password part replaced by ``***``, safe to log and report.
 
     Args:
         url: an endpoint URL, or None (returned as is).
     """
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return redaction.redact_url_text(url) if url else url
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -180,11 +192,61 @@ class TeacherClient:
 
     config: TeacherConfig
     api_key: str | None = field(default=None, repr=False)
+    where: str = "teacher"  # the section's path in the pipeline config, for messages
 
     @classmethod
-    def connect(cls, config: TeacherConfig) -> TeacherClient:
-        """A client for ``config``, its key read now (``MissingSecret`` when it is not set)."""
-        return cls(config, resolve_api_key(config))
+    def connect(cls, config: TeacherConfig, where: str = "teacher") -> TeacherClient:
+        """A client for ``config``, its key read now (``MissingSecret`` when it is not set).
+
+        Args:
+            config: the teacher section.
+            where: its full path in the pipeline config (``augment.teacher``), for messages.
+        """
+        return cls(config, resolve_api_key(config, where), where)
+
+    def check_access(self) -> None:
+        """One request (``GET /models``) before the work, so a refused key fails once, here,
+        instead of once per prompt and again on every retry.
+
+        Only a 401/403 counts: a server without that route, or one that is down, is left to
+        the calls themselves (down is transient and retried; a missing route is harmless).
+
+        Raises:
+            RefusedSecret: the server refused the key, naming where it came from.
+        """
+        if self.config.kind != "openai":
+            return
+        from openai import OpenAI
+
+        client = OpenAI(
+            base_url=self.config.base_url,
+            api_key=self.api_key or NO_AUTH_KEY,
+            max_retries=0,
+            timeout=30,
+        )
+        try:
+            client.models.list()
+        except Exception as e:
+            if is_auth_failure(e):
+                raise self.refused(e) from None
+        finally:
+            client.close()
+
+    def refused(self, exc: BaseException) -> RefusedSecret:
+        """The error for a 401/403 from the teacher: which key, from where, what to do (never
+        the server's own message, which may quote the key)."""
+        c, w = self.config, self.where
+        status = getattr(exc, "status_code", None) or "401/403"
+        if c.api_key_secret:
+            source = f"the Prefect Secret block {c.api_key_secret!r} ({w}.api_key_secret)"
+        elif c.api_key_env:
+            source = f"the environment variable {c.api_key_env!r} ({w}.api_key_env)"
+        else:
+            source = f"no key ({w}.api_key_env is null)"
+        return RefusedSecret(
+            f"{w}: {public_url(c.base_url)} refused the API key (HTTP {status}) from {source}; "
+            "set it to a valid key for that server (not retried: the same key is refused again)"
+        )
 
     def info(self) -> dict[str, Any]:
         """Model, kind and credential-free endpoint: what a report may say about the teacher."""
@@ -204,7 +266,8 @@ class TeacherClient:
 
         A call that fails gives None for its prompt, as a failed call does in a Distilabel
         pipeline, and a warning (key redacted) in the stage's log; when every reply is None the
-        teacher is unreachable or refuses the key, which the caller should treat as an error.
+        teacher is unreachable, which the caller should treat as an error. A refused key
+        (HTTP 401/403) raises ``RefusedSecret`` at once.
 
         Args:
             prompts: user messages, one conversation each.
@@ -219,7 +282,9 @@ class TeacherClient:
         try:
             try:
                 return _first_generations(llm, conversations)
-            except Exception as e:  # asked again one by one below
+            except Exception as e:  # asked again one by one below, unless the key is refused
+                if is_auth_failure(e):
+                    raise self.refused(e) from None
                 self._warn(
                     "a batch of %d prompts failed (%s); asking one at a time", len(prompts), e
                 )
@@ -228,6 +293,8 @@ class TeacherClient:
                 try:
                     replies += _first_generations(llm, [conversation])
                 except Exception as e:  # a failed call is a missing reply
+                    if is_auth_failure(e):
+                        raise self.refused(e) from None
                     self._warn("a prompt got no reply (%s)", e)
                     replies.append(None)
             return replies

@@ -42,10 +42,10 @@ from tasks.augment.seeds import pass_through, pass_through_and_pick_seeds
 from tasks.augment.validate import judge_generate, judge_improve
 from tuneline import progress
 from tuneline.artifacts import Artifact, ArtifactWriter
-from tuneline.errors import TransientError
+from tuneline.errors import RefusedSecret, TransientError, mentions_auth_failure
 from tuneline.records import Record
 from tuneline.stage import Stage
-from tuneline.teacher import TeacherClient
+from tuneline.teacher import TeacherClient, check_key_is_set
 
 __all__ = ["STAGE", "AugmentConfig", "TeacherConfig", "run", "summary"]
 
@@ -71,7 +71,8 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         return
 
     t = a.teacher
-    teacher = TeacherClient.connect(t)  # before any work: a missing key is a config error
+    teacher = TeacherClient.connect(t, where="augment.teacher")  # a missing key: before any work
+    teacher.check_access()  # a refused key fails here, once, not in every Distilabel batch
     seeds = pass_through_and_pick_seeds(inputs[0], out, a.num_seeds, counts)
     warnings: list[str] = []
     made: list[Record] = []
@@ -83,7 +84,10 @@ def run(inputs: list[Artifact], cfg, out: ArtifactWriter) -> None:
         rows, warnings = ask_teacher(seeds, a, teacher)
         if not _any_output(rows):
             # Nothing at all came back: the teacher is down or refuses us. Failing (and
-            # retrying) beats caching an artifact that silently lacks all its synthetic data.
+            # retrying, unless it refused the key) beats caching an artifact that silently
+            # lacks all its synthetic data.
+            if any(mentions_auth_failure(w) for w in warnings):
+                raise teacher.refused(RefusedSecret("HTTP 401/403 in Distilabel's warnings"))
             detail = "; ".join(_scrub(warnings, teacher)[:3]) or "no warnings were logged"
             raise TransientError(
                 f"teacher {t.model} ({t.kind}, {teacher.info()['base_url'] or 'local'}) returned no output for "
@@ -156,6 +160,12 @@ def summary(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def preflight(cfg) -> None:
+    """Before the first stage: the teacher's key variable is set (``MissingSecret``)."""
+    if cfg.augment.teacher is not None:
+        check_key_is_set(cfg.augment.teacher, "augment.teacher")
+
+
 def highlights(report: dict[str, Any]) -> str:
     """The CLI's one line for augment: the note, if any."""
     return report.get("note", "")
@@ -169,5 +179,6 @@ STAGE = Stage(
     summary=summary,
     inputs=("dedup",),
     highlights=highlights,
+    preflight=preflight,
     description="Synthetic data from a teacher.",
 )

@@ -32,16 +32,18 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tuneline.artifacts import Artifact, ArtifactWriter, hash_bytes_of
-from tuneline.errors import ConfigError, InputError, NonFiniteError
+from tuneline.errors import ConfigError, InputError, NonFiniteError, TunelineError
 from tuneline.models import chat_tools, load_base_model, load_tokenizer
 from tuneline.progress import track
 from tuneline.sections import Section
 from tuneline.splits import load_split, sft_example
 from tuneline.stage import Stage
+from tuneline.teacher import check_key_is_set
 
 from . import metrics as M
 from .generation import SchemaCompiler, bounded_schema, generate_batch, output_vocab_size
-from .harness import HarnessConfig, run_harness
+from .harness import HarnessConfig, check_tasks, run_harness
+from .judge import WHERE as JUDGE_WHERE
 from .judge import JudgeConfig, judge
 
 # ------------------------------------------------------------------------------ evaluate
@@ -726,6 +728,25 @@ def source_keys(cfg) -> list[str]:
     return [f"{p.name}:{hash_bytes_of(p)}" for p in files]
 
 
+def preflight(cfg) -> None:
+    """Before the first stage: the judge's key variable is set, the lm-eval task folders exist
+    and hold every task named (with their data files), and a json_schema file reads."""
+    ev = cfg.evaluate
+    checks = [lambda: load_schema(ev.json_schema)]
+    if ev.judge is not None:
+        checks.append(lambda: check_key_is_set(ev.judge.teacher, JUDGE_WHERE))
+    if ev.harness is not None:
+        checks.append(lambda: check_tasks(ev.harness))
+    problems = []
+    for check in checks:  # all of them: one refusal names every problem
+        try:
+            check()
+        except (TunelineError, ValueError) as e:
+            problems.append(str(e))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def headline(report: dict[str, Any]) -> dict[str, float]:
     """Followed from run to run: eval loss base and tuned, each task metric of the tuned model,
     and the judge's pairwise win rate."""
@@ -761,5 +782,6 @@ STAGE = Stage(
     highlights=highlights,
     headline=headline,
     source_keys=source_keys,
+    preflight=preflight,
     description="Held-out evaluation.",
 )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import math
 import os
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from typing import Any
 
 from pydantic import Field
 
-from tuneline.errors import InputError
+from tuneline.errors import ConfigError, InputError
 from tuneline.sections import SEED_MAX, Section
 
 # Environment that keeps transformers, datasets and the hub client off the network.
@@ -182,6 +183,22 @@ def task_specs(settings: HarnessConfig, manager) -> list[str | dict[str, Any]]:
         else:
             specs.append(name)
     return specs
+
+
+def check_tasks(settings: HarnessConfig) -> None:
+    """What the harness will read exists: lm-eval, the task folders, every named task and its
+    local data files (the stage's preflight, before the first stage runs).
+
+    Raises:
+        ConfigError: lm-eval is not installed.
+        InputError: as ``task_manager`` and ``task_specs`` raise them.
+    """
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError(
+            "evaluate.harness needs lm-evaluation-harness: pip install lm-eval (or remove "
+            "evaluate.harness)"
+        )
+    task_specs(settings, task_manager(settings))
 
 
 # ------------------------------------------------------------------------------ the model

@@ -27,6 +27,9 @@ from tuneline.errors import InputError, TransientError
 from tuneline.sections import Section
 from tuneline.teacher import TeacherClient, TeacherConfig
 
+# The judge's section in the pipeline config, for messages about its key.
+WHERE = "evaluate.judge.teacher"
+
 # A criterion with no description of its own gets this one.
 CRITERIA = {
     "relevance": "the answer addresses the question that was asked, and nothing else",
@@ -440,10 +443,12 @@ def judge(settings: JudgeConfig, items: list[dict[str, Any]]) -> dict[str, Any]:
 
     Raises:
         MissingSecret: the judge's API key is not set where the config says.
+        RefusedSecret: the judge's server refused the key (HTTP 401/403); asked once.
         InputError: an item lacks a text field.
         TransientError: the judge answered none of the prompts.
     """
-    client = TeacherClient.connect(settings.teacher)  # a missing key fails before any call
+    client = TeacherClient.connect(settings.teacher, where=WHERE)  # a missing key: before any call
+    client.check_access()  # a refused key fails here, once, not once per prompt
     items = items[: settings.max_examples]
     progress.logger().info(
         "evaluate: judging %d examples with %s judge %s",

@@ -33,7 +33,7 @@ from tasks.train import adapters
 from tasks.train.config import METHODS, LoraConfig, TrainConfig
 from tuneline import progress
 from tuneline.artifacts import Artifact, ArtifactWriter
-from tuneline.errors import InputError, NonFiniteError
+from tuneline.errors import ConfigError, InputError, NonFiniteError
 from tuneline.models import load_base_model, load_tokenizer
 from tuneline.splits import METHOD_ROWS, load_split, rows_for_method
 from tuneline.stage import Stage
@@ -488,6 +488,21 @@ def check_train_config(cfg) -> None:
     adapters.check_runs_here(cfg)
 
 
+def preflight(cfg) -> None:
+    """Before the first stage that trains: FSDP has GPUs here. Not in ``check`` (validation):
+    FSDP configs are written and validated on machines without GPUs for those that have them
+    (`tuneline config`, `accelerate-config`, deployments), and a run that stops before train
+    needs none."""
+    import torch
+
+    if cfg.train.distributed.strategy == "fsdp" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.distributed.strategy is fsdp, which accelerate launches on CUDA GPUs only, and "
+            "this machine has none: use strategy: ddp here (CPU processes over gloo), or run the "
+            "train stage on a GPU machine"
+        )
+
+
 def headline(report: dict[str, Any]) -> dict[str, float]:
     """Followed from run to run: the mean and last training loss, and trained tokens/s."""
     return {k: report[k] for k in ("train_loss", "last_loss", "tokens_per_s")}
@@ -507,6 +522,7 @@ STAGE = Stage(
     uses=("model",),
     records=False,
     check=check_train_config,
+    preflight=preflight,
     highlights=highlights,
     headline=headline,
     description="TRL training with PEFT.",

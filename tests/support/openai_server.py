@@ -14,12 +14,18 @@ Markers in the prompt make it misbehave on purpose: ``[[short]]`` gives a too-sh
 
 Every request is recorded (path, Authorization header, JSON body) in ``Running.requests``.
 
+``serve(token, echo_key=True)`` answers a wrong key as OpenAI does, quoting it back
+("Incorrect API key provided: sk-..."), to test that nothing logs or stores it;
+``basic="user:pass"`` also accepts those credentials as HTTP Basic auth, which is what the
+client sends for a ``base_url`` of ``http://user:pass@host/v1``.
+
     with serve(token="sk-test") as server:
         OpenAI(base_url=server.url, api_key="sk-test").chat.completions.create(...)
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import threading
@@ -68,29 +74,31 @@ def answer(prompt: str) -> str:
     return f"Answer: {' '.join(prompt.split())} Here is a careful explanation with one example."
 
 
-def make_app(token: str, model: str) -> FastAPI:
+def make_app(token: str, model: str, echo_key: bool = False, basic: str | None = None) -> FastAPI:
     """The app; ``app.state.requests`` records each request."""
     app = FastAPI()
     app.state.requests = []
+    accepted = {f"Bearer {token}"}
+    if basic is not None:
+        accepted.add("Basic " + base64.b64encode(basic.encode()).decode())
 
-    def unauthorized() -> JSONResponse:
-        # Never echo the presented key back: clients may log error bodies.
-        error = {
-            "message": "invalid api key",
-            "type": "invalid_request_error",
-            "code": "invalid_api_key",
-        }
+    def unauthorized(request: Request) -> JSONResponse:
+        # By default the presented key is never echoed back (clients may log error bodies);
+        # echo_key quotes it, as OpenAI's API does.
+        presented = (request.headers.get("authorization") or "").split(" ", 1)[-1]
+        message = f"Incorrect API key provided: {presented}." if echo_key else "invalid api key"
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key"}
         return JSONResponse({"error": error}, status_code=401)
 
     def record(request: Request, body: Any) -> bool:
         auth = request.headers.get("authorization")
         app.state.requests.append({"path": request.url.path, "authorization": auth, "body": body})
-        return auth == f"Bearer {token}"
+        return auth in accepted
 
     @app.get("/v1/models")
     async def models(request: Request):
         if not record(request, None):
-            return unauthorized()
+            return unauthorized(request)
         return {
             "object": "list",
             "data": [{"id": model, "object": "model", "created": 0, "owned_by": "tests"}],
@@ -100,7 +108,7 @@ def make_app(token: str, model: str) -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         if not record(request, body):
-            return unauthorized()
+            return unauthorized(request)
         prompt = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
         content = answer(prompt)
         n = body.get("n") or 1
@@ -136,9 +144,11 @@ class Running:
 
 
 @contextmanager
-def serve(token: str, model: str = "test-teacher") -> Iterator[Running]:
+def serve(
+    token: str, model: str = "test-teacher", echo_key: bool = False, basic: str | None = None
+) -> Iterator[Running]:
     """Runs the server on a free 127.0.0.1 port in a background thread for the block."""
-    app = make_app(token, model)
+    app = make_app(token, model, echo_key, basic)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     )

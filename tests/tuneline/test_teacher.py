@@ -11,7 +11,7 @@ from tests.support.openai_server import serve
 from tests.support.teachers import KEY, KEY_ENV
 from tests.support.teachers import tiny_teacher as make_tiny_teacher
 from tuneline import teacher
-from tuneline.errors import MissingSecret
+from tuneline.errors import MissingSecret, RefusedSecret
 from tuneline.teacher import TeacherClient, TeacherConfig
 
 
@@ -25,10 +25,10 @@ def openai_teacher(url: str = "http://127.0.0.1:1/v1") -> TeacherConfig:
     return TeacherConfig(kind="openai", model="test-teacher", base_url=url, api_key_env=KEY_ENV)
 
 
-def test_public_url_drops_credentials():
+def test_public_url_redacts_credentials():
     assert (
         teacher.public_url("https://user:pw@api.example.com:8443/v1")
-        == "https://api.example.com:8443/v1"
+        == "https://***@api.example.com:8443/v1"
     )
     assert teacher.public_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
 
@@ -65,7 +65,7 @@ def test_client_keeps_the_key_out_of_what_it_shows(monkeypatch):
     assert client.info() == {
         "model": "test-teacher",
         "kind": "openai",
-        "base_url": "https://api.example.com/v1",
+        "base_url": "https://***@api.example.com/v1",
     }
     assert client.redact(f"401: bad key {KEY}") == "401: bad key ***"
     monkeypatch.delenv(KEY_ENV)
@@ -87,12 +87,15 @@ def test_complete_asks_the_endpoint_without_a_pipeline(server, monkeypatch):
     assert client.complete([]) == []
 
 
-def test_complete_gives_none_for_failed_calls_and_never_logs_the_key(server, caplog):
+def test_a_refused_key_fails_at_once_and_is_never_logged(server, caplog):
     wrong = "sk-wrong-3c9d1e-never-log-me"
-    client = TeacherClient(openai_teacher(server.url), api_key=wrong)
-    with caplog.at_level(logging.WARNING, logger="tuneline"):
-        assert client.complete(["one", "two"]) == [None, None]
-    assert caplog.records and wrong not in caplog.text
+    client = TeacherClient(openai_teacher(server.url), api_key=wrong, where="augment.teacher")
+    server.requests.clear()
+    with caplog.at_level(logging.WARNING, logger="tuneline"), pytest.raises(RefusedSecret) as e:
+        client.complete(["one", "two"])
+    assert "augment.teacher.api_key_env" in str(e.value) and KEY_ENV in str(e.value)
+    assert 1 <= len(server.requests) <= 2  # the batch of two, not asked again one by one
+    assert wrong not in caplog.text + str(e.value)
 
 
 def test_complete_with_a_local_transformers_teacher(tmp_path):

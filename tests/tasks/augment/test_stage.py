@@ -20,7 +20,7 @@ from tests.support.stages import input_artifact, run_plain
 from tests.support.teachers import KEY, KEY_ENV
 from tests.support.teachers import tiny_teacher as make_tiny_teacher
 from tuneline.config import PipelineConfig
-from tuneline.errors import MissingSecret, TransientError
+from tuneline.errors import MissingSecret, RefusedSecret
 from tuneline.records import Message, Record, record_id
 
 # ------------------------------------------------------------------------------ helpers
@@ -290,7 +290,7 @@ def test_rejected_key_fails_the_stage_instead_of_caching_an_empty_result(
     store_root, shared_data, server, monkeypatch
 ):
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
-    with pytest.raises(TransientError, match="returned no output for any of 2 seeds"):
+    with pytest.raises(RefusedSecret, match=f"refused the API key .* '{KEY_ENV}' .augment.teacher.api_key_env"):
         run_stage(
             store_root,
             alpaca_chats(shared_data, 2),

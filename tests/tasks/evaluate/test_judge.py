@@ -27,7 +27,7 @@ from tests.support import openai_server
 from tests.support.openai_server import serve
 from tests.support.teachers import KEY, KEY_ENV
 from tests.support.teachers import tiny_teacher as make_tiny_teacher
-from tuneline.errors import MissingSecret, TransientError
+from tuneline.errors import MissingSecret, RefusedSecret
 from tuneline.teacher import TeacherClient, TeacherConfig
 
 NAMES = ["relevance", "accuracy", "format"]
@@ -239,7 +239,7 @@ def test_missing_key_and_refused_key_are_clear_errors(server, monkeypatch):
     with pytest.raises(MissingSecret, match=KEY_ENV):
         judge(JudgeConfig(teacher=teacher(server)), PAIRS)
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
-    with pytest.raises(TransientError, match="no reply to any of 4 scoring prompts"):
+    with pytest.raises(RefusedSecret, match=r"evaluate\.judge\.teacher: .* refused the API key"):
         judge(JudgeConfig(teacher=teacher(server)), PAIRS)
 
 
