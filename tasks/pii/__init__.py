@@ -10,16 +10,20 @@ type's threshold (``pii.thresholds``); presidio-anonymizer's operators then rewr
 (``replace`` -> ``<EMAIL_ADDRESS>``, ``mask`` -> ``*****``, ``hash`` -> salted sha256,
 ``redact`` -> removed, ``surrogate`` -> a realistic fake, ``surrogate.py``). Every string of a
 record is scrubbed (text, each turn, chosen, rejected); records are kept, only a record whose
-analysis fails is rejected (``pii_error``). An independent second pass (``residual.py``) then
-counts validated emails, cards, IBANs, SSNs and IPs still in the output; more than
-``pii.max_residual`` fails the stage. The report counts entities per type but never shows
-their values: it is displayed in the Prefect UI.
+analysis fails is rejected (``pii_error``). The work is split in two: ranks analyze (NER, the
+costly part) and hand over their findings and the names they found; the merge anonymizes,
+scrubbing every such name wherever it occurs in the input (``corpus.py``). An independent
+second pass (``residual.py``) then finds validated emails, cards, IBANs, SSNs and IPs still in
+the output and scrubs them too; what is still left (types not in ``pii.entities``) counts
+against ``pii.max_residual``. The report counts entities per type but never shows their
+values: it is displayed in the Prefect UI.
 
 It runs before dedup on purpose: two records that differ only in a scrubbed name become exact
-duplicates. That is also why ``hash`` uses a fixed salt (``$TUNELINE_PII_SALT``, else a built-in
-one) rather than presidio's random per-entity salt: the same value hashes the same everywhere.
-Set the variable to a secret to keep hashed values from being brute-forced (phone numbers are a
-small space); it lives outside the config because the config is written into each manifest.
+duplicates. That is also why ``hash`` and ``surrogate`` are keyed by the value and a fixed salt
+(``$TUNELINE_PII_SALT``, else a built-in one), never by the record or presidio's random
+per-entity salt: the same value gets the same hash or fake everywhere. Set the variable to a
+secret to keep hashed values from being brute-forced (phone numbers are a small space); it
+lives outside the config because the config is written into each manifest.
 
 Speed: NER is most of the cost, so it runs only on a window of NER_WINDOW words around each
 capitalised word that could be a name (not "I", not a sentence-opening "The" or "Describe"),

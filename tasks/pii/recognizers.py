@@ -506,7 +506,7 @@ STREET_LINES = [
     r"\b(?:PSC|CMR|Unit)[ \t]+\d{3,5},?[ \t]+Box[ \t]+\d{1,5}\b",
     r"\b(?:USNS|USNV|USS|USCGC)[ \t]+[^\W\d_][\w'’-]+",
     # Apt. 441 / Suite 992 alone
-    rf"(?i:\b(?:apt|apartment|suite|ste|unit|flat)\b)\.?[ \t]*#?[ \t]*\d{{1,5}}[A-Za-z]?\b",
+    r"(?i:\b(?:apt|apartment|suite|ste|unit|flat)\b)\.?[ \t]*#?[ \t]*\d{1,5}[A-Za-z]?\b",
     # 37 Melum 50 / 22 Castelao 71, then a unit or the next line of the block
     rf"\b{_NUM}[ \t]+(?:{_CW}[ \t]+){{0,3}}{_CW}[ \t]+{_NUM}\b(?=,?[ \t]*(?:\r?\n[ \t]*\S|(?i:{UNIT_WORDS})\.?[ \t]))",
 ]
