@@ -114,6 +114,21 @@ def rewrite(
     return None
 
 
+def rewritten(it, lo, hi, n, vocab, rng, keep_layout: bool = False) -> list[tuple[str, str]]:
+    """Up to ``n`` (id, copy) pairs: the next documents of ``it`` rewritten to a Jaccard in
+    [lo, hi) (``rewrite``); documents no rewrite reaches are skipped."""
+    out: list[tuple[str, str]] = []
+    if n <= 0:
+        return out
+    for rid, text in it:
+        new = rewrite(text, lo, hi, vocab, rng, keep_layout=keep_layout)
+        if new is not None:
+            out.append((rid, new))
+            if len(out) == n:
+                break
+    return out
+
+
 def dedup_run(records: list[Record], root: str, **cfg) -> tuple[dict, dict, float]:
     """Runs the dedup stage on ``records``; returns (rejected rows by id, report, seconds)."""
     pc = PipelineConfig.model_validate({"run": {"artifact_root": root}, "dedup": cfg})
@@ -187,17 +202,9 @@ def planted(args, cc, alpaca) -> None:
     for pool in sources.values():
         it = iter(pool)
         for b, (lo, hi) in enumerate(BINS):
-            made = 0
-            while made < args.per_bin:
-                try:
-                    rid, text = next(it)
-                except StopIteration:
-                    break
-                new = rewrite(text, lo, hi, vocab, rng)
-                if new is not None:
-                    pairs.append((rid, rid + "~", b))
-                    copies.append((rid + "~", new))
-                    made += 1
+            for rid, new in rewritten(it, lo, hi, args.per_bin, vocab, rng):
+                pairs.append((rid, rid + "~", b))
+                copies.append((rid + "~", new))
     corpus = docs + copies  # originals first: keep-first keeps them
     index = {rid: i for i, (rid, _) in enumerate(corpus)}
     t0 = time.perf_counter()
@@ -348,17 +355,9 @@ def pii_pairs(args, docs, vocab, rng, keep_layout: bool) -> None:
     copies, pairs = [], []
     it = iter(docs)
     for lo, hi in BINS[3:]:  # true duplicates: Jaccard 0.6-1.0
-        made = 0
-        while made < args.per_bin:
-            try:
-                rid, text = next(it)
-            except StopIteration:
-                break
-            new = rewrite(text, lo, hi, vocab, rng, keep_layout=keep_layout)
-            if new is not None:
-                copies.append((rid + "~", new))
-                pairs.append((rid, rid + "~"))
-                made += 1
+        for rid, new in rewritten(it, lo, hi, args.per_bin, vocab, rng, keep_layout):
+            copies.append((rid + "~", new))
+            pairs.append((rid, rid + "~"))
     corpus = [Record(id=rid, kind="text", text=t) for rid, t in docs + copies]
     from tuneline.records import dump_jsonl_gz
 

@@ -38,6 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from tasks.pii.recognizers import merge_spans as merge  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 NAMES = [
@@ -373,16 +375,6 @@ def clean_set(n: int, rng) -> list:
 
 def covered(spans, s, e) -> int:
     return sum(max(0, min(e, b) - max(s, a)) for a, b in merge(spans))
-
-
-def merge(spans):
-    out = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
 
 
 def evaluate(name, detect, anonymize, planted, truth, clean):

@@ -33,6 +33,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tasks.pii.recognizers import merge_spans as merged
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pii"
 
 # Their type -> ours. None: scored as untargeted (tuneline leaves it in by default).
@@ -117,16 +119,6 @@ def nano() -> list[Example]:
             if j >= 0:
                 gold.append(_gold(e["label"], j, j + len(value), value))
         out.append(Example(text, gold))
-    return out
-
-
-def merged(spans):
-    out: list[list[int]] = []
-    for a, b in sorted(spans):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
     return out
 
 

@@ -49,7 +49,7 @@ from typing import Any
 
 from tasks.pii.config import PIIConfig, PIIEntity  # noqa: F401  (PIIEntity: re-exported)
 from tasks.pii.corpus import NameIndex, travels
-from tasks.pii.residual import card_ok, residual, residual_spans
+from tasks.pii.residual import card_ok, residual_spans
 from tasks.pii.surrogate import fake
 from tuneline.artifacts import Artifact, ArtifactWriter
 from tuneline.errors import InputError
@@ -626,12 +626,14 @@ class Scrubber:
             new, removed = res.text, [i.entity_type for i in res.items]
         # What the independent second pass still finds (a dotted card, an email NER cut in
         # two) is a validated value: scrubbed here, with the same operators.
-        second = self._second_pass(new, fakes)
+        left = residual_spans(new, ignore=fakes)
+        second = self._second_pass(new, left, fakes)
         if second:
             new, also = second
             removed += also
             self.second_pass.update(also)
-        return new, [r.entity_type for r in results], removed, residual(new, ignore=fakes)
+            left = residual_spans(new, ignore=fakes)
+        return new, [r.entity_type for r in results], removed, Counter(t for t, _, _ in left)
 
     def travelling(self, texts: list[str], found: list[list]) -> set[str]:
         """The PERSON values of ``found`` to scrub in every record (``corpus.travels``)."""
@@ -648,15 +650,17 @@ class Scrubber:
                         out.add(v)
         return out
 
-    def _second_pass(self, text: str, fakes: set[str]) -> tuple[str, list[str]] | None:
-        """``text`` with the values ``residual_spans`` validates scrubbed, and their types;
-        None when there are none. Only types in ``pii.entities`` are scrubbed: the others
-        stay, and the residual gate counts them."""
+    def _second_pass(
+        self, text: str, found: list[tuple[str, int, int]], fakes: set[str]
+    ) -> tuple[str, list[str]] | None:
+        """``text`` with the values ``residual_spans`` validated in it (``found``) scrubbed,
+        and their types; None when there are none. Only types in ``pii.entities`` are
+        scrubbed: the others stay, and the residual gate counts them."""
         from presidio_analyzer import RecognizerResult
 
         spans = [
             (t, s, e)
-            for t, s, e in residual_spans(text, ignore=fakes)
+            for t, s, e in found
             if t in self.thresholds and not self._allowed_at(text, s, e)
         ]
         if not spans:
@@ -825,37 +829,6 @@ class Scrubber:
             return self._apply(
                 record,
                 [self.apply(t, r, index) for t, r in zip(record.strings(), found, strict=True)],
-            )
-        except Exception as e:  # reported per record as pii_error, not raised
-            return e
-
-    def scrub_records(self, records: list[Record]) -> list[tuple[Record, int] | Exception]:
-        """Scrubs every string of each record; per record: (scrubbed copy, entities removed) or the error.
-
-        Args:
-            records: a batch of records; their strings share one spaCy pass.
-        """
-        texts = [s for r in records for s in r.strings()]
-        keys = [r.id for r in records for _ in r.strings()]
-        try:
-            scrubbed = self.scrub_batch(texts, keys)
-        except Exception as e:
-            if len(records) == 1:
-                return [e]
-            # One bad string must not cost the batch: redo record by record to find it.
-            return [self._scrub_one(r) for r in records]
-        results: list[tuple[Record, int] | Exception] = []
-        pos = 0
-        for r in records:
-            n = len(r.strings())
-            results.append(self._apply(r, scrubbed[pos : pos + n]))
-            pos += n
-        return results
-
-    def _scrub_one(self, record: Record) -> tuple[Record, int] | Exception:
-        try:
-            return self._apply(
-                record, self.scrub_batch(record.strings(), [record.id] * len(record.strings()))
             )
         except Exception as e:  # reported per record as pii_error, not raised
             return e
